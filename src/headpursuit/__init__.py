@@ -1,0 +1,56 @@
+"""headpursuit: find the attention heads that specialise in a concept, and edit the model through them.
+
+The pipeline, one module per stage::
+
+    load_model -> capture -> (somp / logit_lens) -> rank_heads -> steer
+
+See the README for a tour.
+"""
+
+from ._version import __version__
+from .architectures import (
+    ARCHITECTURES,
+    ArchitectureSpec,
+    AttentionSites,
+    UnsupportedArchitectureError,
+    register_architecture,
+)
+from .capture import Activations, ArtifactError, capture
+from .concepts import BUILTIN_CONCEPTS, Concept, ConceptError, concept_from_words, resolve_concept
+from .loading import LoadedModel, ModelLoadError, load_model, weights_fingerprint
+from .pursuit import SOMPResult, logit_lens, somp, somp_factored
+from .ranking import Head, HeadRanking, head_somp, jaccard, matched_controls, parse_head, rank_heads
+from .steering import steer
+
+__all__ = [
+    "ARCHITECTURES",
+    "BUILTIN_CONCEPTS",
+    "Activations",
+    "ArchitectureSpec",
+    "ArtifactError",
+    "AttentionSites",
+    "Concept",
+    "ConceptError",
+    "Head",
+    "HeadRanking",
+    "LoadedModel",
+    "ModelLoadError",
+    "SOMPResult",
+    "UnsupportedArchitectureError",
+    "__version__",
+    "capture",
+    "concept_from_words",
+    "head_somp",
+    "jaccard",
+    "load_model",
+    "logit_lens",
+    "matched_controls",
+    "parse_head",
+    "rank_heads",
+    "register_architecture",
+    "resolve_concept",
+    "somp",
+    "somp_factored",
+    "steer",
+    "weights_fingerprint",
+]

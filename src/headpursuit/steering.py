@@ -1,0 +1,163 @@
+"""Interventions on heads during forward passes and generation.
+
+:func:`steer` scales the chosen heads' slices of the attention output projection's input
+by α (−1 flips, 0 ablates, 5 amplifies), or replaces them by a fixed vector (mean
+ablation), at all positions or only at prompt, generated or image positions. Scaling
+before the projection scales exactly the head's contribution to the residual stream
+(through a post-attention norm too, up to that norm's per-token rescaling, which the
+model recomputes as it would for any input).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .architectures import AttentionSites
+from .ranking import Head
+
+POSITIONS = ("all", "prompt", "generated", "image", "text")
+
+
+class _PositionTracker:
+    """A pre-hook on the top model that records which positions of the current call count."""
+
+    def __init__(self, positions: str, image_token_id: int | None):
+        self.positions = positions
+        self.image_token_id = image_token_id
+        self.mask: torch.Tensor | None = None  # [B, T] bool for the current call
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        embeds = kwargs.get("inputs_embeds")
+        reference = input_ids if input_ids is not None else embeds
+        if reference is None:
+            raise ValueError("steer(positions=...) needs input_ids or inputs_embeds in the call.")
+        shape = reference.shape[:2]
+        cache = kwargs.get("past_key_values")
+        is_prompt = cache is None or _cache_length(cache) == 0
+        if self.positions == "prompt":
+            mask = torch.full(shape, is_prompt)
+        elif self.positions == "generated":
+            mask = torch.full(shape, not is_prompt)
+        else:  # image / text positions are only in the prompt
+            if input_ids is None:
+                raise ValueError(f"positions={self.positions!r} needs input_ids in the call.")
+            is_image = input_ids == self.image_token_id
+            mask = is_image if self.positions == "image" else ~is_image
+        self.mask = mask.to(reference.device)
+
+
+def _cache_length(cache) -> int:
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    return int(cache[0][0].shape[-2]) if len(cache) else 0
+
+
+def _image_token_id(model: nn.Module) -> int | None:
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(model.config, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def _check_heads(heads: list[Head], sites: AttentionSites) -> None:
+    for head in heads:
+        if not (0 <= head.layer < sites.n_layers and 0 <= head.head < sites.n_heads):
+            raise ValueError(
+                f"Head {head} is outside this model ({sites.n_layers} layers x "
+                f"{sites.n_heads} heads, 0-indexed)."
+            )
+
+
+@contextmanager
+def steer(
+    model: nn.Module,
+    heads: Iterable[Head | tuple[int, int]],
+    alpha: float = -1.0,
+    *,
+    positions: str = "all",
+    replacement: torch.Tensor | None = None,
+    sites: AttentionSites | None = None,
+) -> Iterator[None]:
+    """Intervene on heads inside a ``with`` block; hooks are removed on exit and on errors.
+
+    Args:
+        model: the model (a plain forward pass or ``model.generate`` both work).
+        heads: (layer, head) pairs, 0-indexed.
+        alpha: scale of the heads' outputs (any float; 1 leaves outputs bit-identical).
+        positions: "all" (the paper), "prompt" (positions of the prompt, i.e. the first
+            call of generation), "generated" (positions of generated tokens, i.e. later
+            calls), "image" or "text" (image-token positions of a VLM prompt, or the rest).
+        replacement: optional ``[n_layers, n_heads, head_dim]`` values (e.g. dataset means of
+            the pooled head outputs): the chosen heads' outputs become
+            ``alpha * replacement[l, h]`` instead of ``alpha * z`` (mean ablation at α = 1).
+        sites: the model's :class:`AttentionSites` if already built.
+    """
+    if positions not in POSITIONS:
+        raise ValueError(f"Unknown positions {positions!r}; choose one of {POSITIONS}.")
+    sites = sites or AttentionSites(model)
+    heads = [Head(*h) for h in dict.fromkeys(tuple(h) for h in heads)]
+    _check_heads(heads, sites)
+    image_token_id = _image_token_id(model)
+    if positions in ("image", "text") and image_token_id is None:
+        raise ValueError(f"positions={positions!r} needs a vision-language model.")
+    tracker = None if positions == "all" else _PositionTracker(positions, image_token_id)
+    by_layer: dict[int, list[int]] = defaultdict(list)
+    for head in heads:
+        by_layer[head.layer].append(head.head)
+    handles = []
+    try:
+        if tracker is not None:
+            handles.append(model.register_forward_pre_hook(tracker, with_kwargs=True))
+        for layer, layer_heads in by_layer.items():
+            hook = _head_hook(sites, layer, layer_heads, alpha, replacement, tracker)
+            handles.append(sites.layers[layer].out_proj.register_forward_pre_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _head_hook(
+    sites: AttentionSites,
+    layer: int,
+    heads: list[int],
+    alpha: float,
+    replacement: torch.Tensor | None,
+    tracker: _PositionTracker | None,
+):
+    width = sites.n_heads * sites.head_dim
+    chosen = torch.zeros(sites.n_heads, dtype=torch.bool)
+    chosen[heads] = True
+    chosen = chosen.repeat_interleave(sites.head_dim)  # [F]
+    if replacement is None:
+        scale = torch.where(chosen, torch.tensor(float(alpha)), torch.tensor(1.0))
+        offset = None
+    else:
+        scale = torch.where(chosen, torch.tensor(0.0), torch.tensor(1.0))
+        offset = torch.where(
+            chosen, float(alpha) * replacement[layer].reshape(width).float(), torch.tensor(0.0)
+        )
+    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def hook(module, args):
+        z = args[0]
+        key = (z.device, z.dtype)
+        if key not in cache:
+            cache[key] = (
+                scale.to(z.device, z.dtype),
+                None if offset is None else offset.to(z.device, z.dtype),
+            )
+        layer_scale, layer_offset = cache[key]
+        steered = z * layer_scale if layer_offset is None else z * layer_scale + layer_offset
+        if tracker is not None:
+            steered = torch.where(tracker.mask[..., None], steered, z)
+        return (steered, *args[1:])
+
+    return hook
