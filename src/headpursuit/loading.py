@@ -153,11 +153,11 @@ def convert_gguf(gguf: Path) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if not gguf.is_file():
+        raise ModelLoadError(f"GGUF file not found: {gguf}")
     target = _gguf_cache_path(gguf)
     if (target / "config.json").exists():
         return target
-    if not gguf.is_file():
-        raise ModelLoadError(f"GGUF file not found: {gguf}")
     quantised = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )

@@ -120,32 +120,31 @@ def somp_factored(
             f"n_atoms must be between 1 and the dictionary size {vocab}, got {n_atoms}."
         )
     atoms = normalize_rows(dictionary.float()) if normalize else dictionary.float()
-    atoms64 = atoms.double()
     support = torch.zeros(n_batch, n_atoms, dtype=torch.long)
     evr = torch.zeros(n_batch, n_atoms, dtype=torch.float64)
     coefficients = torch.zeros(n_batch, n_samples, n_atoms, dtype=torch.float64)
     n_exact = 0
     for start in range(0, n_batch, heads_per_chunk):
         chunk = range(start, min(start + heads_per_chunk, n_batch))
-        states = []
         chunk_maps = None if maps is None else maps[chunk.start : chunk.stop].float()
+        # The one-time products G = D M, one [v, r] factor per signal matrix.
         if chunk_maps is None:
             factors = [atoms] * len(chunk)
-        else:
-            # One GEMM for the chunk: [v, d] @ [d, C*r] -> C factors G = D M of shape [v, r].
+        else:  # one GEMM [v, d] @ [d, C*r], then per-head contiguous [v, r] blocks
             stacked = atoms @ chunk_maps.permute(1, 0, 2).reshape(width, -1)
-            factors = list(stacked.view(vocab, len(chunk), rank).unbind(1))
+            factors = stacked.view(vocab, len(chunk), rank).permute(1, 0, 2).contiguous()
+        states = []
         for offset, b in enumerate(chunk):
             code = codes[b].double()
             if center:
                 code = code - code.mean(0, keepdim=True)
             map64 = None if chunk_maps is None else chunk_maps[offset].double()
-            states.append(_PursuitState(code, map64, factors[offset], atoms64))
+            states.append(_PursuitState(code, map64, factors[offset], atoms, n_atoms))
         for step in range(n_atoms):
             for state in states:
-                state.select(step)
+                state.select()
             # Lockstep: one GEMM gives every head's new direction's correlations with all atoms.
-            directions = torch.stack([state.last_direction for state in states], 1).float()
+            directions = torch.stack([state.basis[step] for state in states], 1).float()
             projections = atoms @ directions  # [v, C]
             for offset, state in enumerate(states):
                 state.absorb(projections[:, offset])
@@ -166,53 +165,62 @@ class _PursuitState:
         code: torch.Tensor,
         map64: torch.Tensor | None,
         factor: torch.Tensor,
-        atoms64: torch.Tensor,
+        atoms: torch.Tensor,
+        n_atoms: int,
     ):
         self.code64 = code  # [n, r] float64, centred if asked
         self.map64 = map64  # [d, r] float64 or None (identity)
         self.code = code.float()
         self.factor = factor  # G = D M, [v, r] float32
-        self.atoms64 = atoms64  # [v, d]
+        self.atoms = atoms  # [v, d] float32, rows cast to float64 when needed
         n, _ = code.shape
+        vocab = factor.shape[0]
         self.n = n
         gram = code.T @ code  # [r, r]
         self.total = float(
             torch.trace(gram) if map64 is None else torch.trace(map64.T @ map64 @ gram)
         )
-        self.gram = gram.float()
-        # ‖H d_j‖² = g_jᵀ (ZᵀZ) g_j, and its running correction for the selected directions.
-        self.initial_sq = ((factor @ self.gram) * factor).sum(1)  # [v]
-        self.sq_norm = self.initial_sq.clone()
-        vocab = factor.shape[0]
+        # ‖H d_j‖² = g_jᵀ (ZᵀZ) g_j; later steps subtract the selected directions' share.
+        self.initial_sq = ((factor @ gram.float()) * factor).sum(1)  # [v]
+        self.sq_norm = self.initial_sq
         self.exact = torch.full((vocab,), math.inf)  # exact ℓ1 score at some earlier step
         self.drift = torch.zeros(vocab)  # bound on how far it can have moved since
         self.basis: list[torch.Tensor] = []  # q_s in R^d, float64
-        self.projections: list[torch.Tensor] = []  # D q_s, [v] float32
-        self.images: list[torch.Tensor] = []  # H q_s, [n] float64
+        self.images64 = torch.zeros(n, n_atoms, dtype=torch.float64)  # A = H Q
+        self.images = torch.zeros(n, n_atoms)
+        # Row s holds atom-wise values for direction s (rows are contiguous in memory).
+        self.projections = torch.zeros(n_atoms, vocab)  # (D Q)ᵀ
+        self.cross = torch.zeros(n_atoms, vocab)  # (G Zᵀ A)ᵀ
         self.selected: list[int] = []
         self.evr: list[float] = []
         self.explained = 0.0
         self.n_exact = 0
-        self.last_direction: torch.Tensor | None = None
 
     def _exact_scores(self, rows: torch.Tensor) -> torch.Tensor:
         """ℓ1 norms of the residual correlations of atoms ``rows`` (float32)."""
         self.n_exact += rows.numel()
         corr = self.code @ self.factor[rows].T  # [n, m]
-        if self.images:
-            images = torch.stack(self.images, 1).float()  # [n, t]
-            proj = torch.stack(self.projections, 1)[rows]  # [m, t]
-            corr = corr - images @ proj.T
+        t = len(self.selected)
+        if t:
+            corr = corr - self.images[:, :t] @ self.projections[:t, rows]
         return corr.abs().sum(0)
 
     def _exact_scores64(self, rows: torch.Tensor) -> torch.Tensor:
         signals = self.code64 if self.map64 is None else self.code64 @ self.map64.T  # [n, d]
-        atoms = self.atoms64[rows]  # [m, d]
+        atoms = self.atoms[rows].double()  # [m, d]
         for q in self.basis:
             atoms = atoms - (atoms @ q)[:, None] * q[None]
         return (signals @ atoms.T).abs().sum(0)
 
-    def select(self, step: int) -> None:
+    def _score(self, rows: torch.Tensor, bound: torch.Tensor, exact_now: torch.Tensor) -> None:
+        scores = self._exact_scores(rows)
+        bound[rows] = scores
+        self.exact[rows] = scores
+        self.drift[rows] = 0.0
+        exact_now[rows] = True
+
+    def select(self) -> None:
+        """Pick the next atom: exact ℓ1 argmax, scoring only atoms whose bound can win."""
         bound = torch.minimum(
             (self.n * self.sq_norm.clamp_min(0) + 1e-4 * self.n * self.initial_sq).sqrt(),
             self.exact + self.drift,
@@ -226,11 +234,7 @@ class _PursuitState:
             top = torch.topk(bound, min(block, bound.numel())).indices
             fresh = top[~exact_now[top]]
             if fresh.numel():
-                scores = self._exact_scores(fresh)
-                bound[fresh] = scores
-                self.exact[fresh] = scores
-                self.drift[fresh] = 0.0
-                exact_now[fresh] = True
+                self._score(fresh, bound, exact_now)
             best = int(torch.argmax(bound))
             if exact_now[best]:
                 break
@@ -240,51 +244,49 @@ class _PursuitState:
         contenders = (bound >= threshold).nonzero()[:, 0]
         unscored = contenders[~exact_now[contenders]]
         if unscored.numel():
-            scores = self._exact_scores(unscored)
-            bound[unscored] = scores
-            self.exact[unscored] = scores
-            self.drift[unscored] = 0.0
+            self._score(unscored, bound, exact_now)
             contenders = (bound >= threshold).nonzero()[:, 0]
         if contenders.numel() > 1:
-            scores64 = self._exact_scores64(contenders)
-            best = int(contenders[torch.argmax(scores64)])
+            best = int(contenders[torch.argmax(self._exact_scores64(contenders))])
         self._add(best)
 
     def _add(self, atom: int) -> None:
-        direction = self.atoms64[atom].clone()
+        direction = self.atoms[atom].double()
         for _ in range(2):  # Gram-Schmidt twice, for orthogonality to round-off
             for q in self.basis:
                 direction = direction - (direction @ q) * q
         norm = direction.norm()
         direction = direction / norm if norm > 0 else direction
+        t = len(self.selected)
         self.basis.append(direction)
         reduced = direction if self.map64 is None else self.map64.T @ direction  # [r]
         image = self.code64 @ reduced  # H q, [n]
-        self.images.append(image)
+        self.images64[:, t] = image
+        self.images[:, t] = image.float()
         self.explained += float(image @ image)
         self.selected.append(atom)
         self.evr.append(self.explained / self.total if self.total > 0 else 0.0)
-        self.last_direction = direction
 
     def absorb(self, projection: torch.Tensor) -> None:
-        """Take D q for the newest direction and update the bounds."""
-        self.projections.append(projection)
-        image = self.images[-1]
-        # ‖c_j‖² = ‖H d_j‖² - Σ_s (q_sᵀ d_j)² ‖H q_s‖² - 2 Σ_{s≠u} ... ; with A = H Q and
-        # P = Qᵀ d_j: ‖Z g_j - A P‖² = g_jᵀ K g_j - 2 g_jᵀ Zᵀ A P + Pᵀ AᵀA P.
-        images = torch.stack(self.images, 1).float()  # [n, t]
-        proj = torch.stack(self.projections, 1)  # [v, t]
-        cross = self.factor @ (self.code.T @ images)  # [v, t] = g_jᵀ Zᵀ A
-        quad = (proj @ (images.T @ images)) * proj
-        self.sq_norm = self.initial_sq - 2 * (cross * proj).sum(1) + quad.sum(1)
+        """Take D q for the newest direction q and update the bounds.
+
+        With A = H Q and p_j = Qᵀ d_j: ‖c_j‖² = ‖Z g_j − A p_j‖²
+        = g_jᵀ (ZᵀZ) g_j − 2 (G Zᵀ A)_j · p_j + p_jᵀ (AᵀA) p_j.
+        """
+        t = len(self.selected)
+        self.projections[t - 1] = projection
+        image = self.images[:, t - 1]
+        self.cross[t - 1] = self.factor @ (self.code.T @ image)
+        images, proj = self.images[:, :t], self.projections[:t]
+        quad = (((images.T @ images) @ proj) * proj).sum(0)
+        self.sq_norm = self.initial_sq - 2 * (self.cross[:t] * proj).sum(0) + quad
         self.drift += projection.abs() * float(image.abs().sum())
 
     def coefficients(self) -> torch.Tensor:
         """Least-squares coefficients ``[n, k]`` of H on the selected (normalised) atoms."""
-        chosen = self.atoms64[self.selected]  # [k, d]
+        chosen = self.atoms[self.selected].double()  # [k, d]
         signals = self.code64 if self.map64 is None else self.code64 @ self.map64.T
-        solution = torch.linalg.lstsq(chosen.T, signals.T).solution  # [k, n]
-        return solution.T
+        return torch.linalg.lstsq(chosen.T, signals.T).solution.T
 
 
 def logit_lens(
