@@ -56,3 +56,12 @@ def test_llava_backbone_and_unembedding_found():
     sites = AttentionSites(loaded.model)
     assert "vision" not in sites.layers[0].out_proj_name
     assert sites.unembedding().shape == (128, 48)
+
+
+def test_final_norm_fold_is_an_elementwise_gain():
+    sites = AttentionSites(tiny_model("gemma3").model)
+    gain = sites.final_norm_gain()
+    torch.testing.assert_close(gain, 1.0 + sites.decoder.norm.weight.detach())  # Gemma: 1 + w
+    folded = sites.dictionary(fold_final_norm=True)
+    torch.testing.assert_close(folded, sites.unembedding() * gain)
+    assert torch.equal(sites.dictionary(), sites.unembedding())

@@ -284,6 +284,16 @@ class AttentionSites:
             )
         return head.weight.detach().float().cpu()
 
+    def dictionary(self, *, fold_final_norm: bool = False) -> torch.Tensor:
+        """The SOMP dictionary ``[vocab, d_model]``: unembedding rows, optionally ⊙ final-norm γ.
+
+        Folding γ in makes the atoms the directions that the final norm and unembedding
+        actually read from the residual stream (up to the norm's per-token scale). Off by
+        default, as in the paper, which uses the unembedding matrix as it is.
+        """
+        unembedding = self.unembedding()
+        return unembedding * self.final_norm_gain() if fold_final_norm else unembedding
+
     def final_norm_gain(self) -> torch.Tensor:
         """Gain ``[d_model]`` of the decoder's final norm (for the fold-in option)."""
         name = self.spec.final_norm

@@ -215,6 +215,7 @@ def rank_heads(
     concept: str = "concept",
     n_atoms: int = 10,
     center: bool = True,
+    fold_final_norm: bool = False,
     dictionary: torch.Tensor | None = None,
 ) -> HeadRanking:
     """Rank all heads by the EVR of SOMP over the concept's unembedding rows.
@@ -222,11 +223,15 @@ def rank_heads(
     Args:
         token_ids: the concept's dictionary rows (see :mod:`headpursuit.concepts`).
         n_atoms: atoms per head (capped at the number of concept tokens).
-        dictionary: ``[vocab, d_model]`` to restrict (default: the model's unembedding).
+        fold_final_norm: multiply the atoms by the final norm's gain (see
+            :meth:`AttentionSites.dictionary`).
+        dictionary: ``[vocab, d_model]`` to restrict (default: ``sites.dictionary(...)``).
     """
     if not token_ids:
         raise ValueError("The concept has no tokens.")
-    unembedding = sites.unembedding() if dictionary is None else dictionary
+    unembedding = (
+        sites.dictionary(fold_final_norm=fold_final_norm) if dictionary is None else dictionary
+    )
     vocab = unembedding.shape[0]
     bad = [t for t in token_ids if not 0 <= t < vocab]
     if bad:
