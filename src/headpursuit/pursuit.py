@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 _TIE_RTOL = 1e-4
 _FIRST_BLOCK = 64
@@ -96,6 +97,7 @@ def somp_factored(
     center: bool = True,
     normalize: bool = True,
     heads_per_chunk: int = 32,
+    progress: bool = False,
 ) -> SOMPResult:
     """SOMP of B low-rank signal matrices ``H_b = codes_b @ maps_bᵀ`` over one dictionary.
 
@@ -108,6 +110,7 @@ def somp_factored(
         center, normalize: as in :func:`somp`.
         heads_per_chunk: signal matrices processed together (bounds memory: each holds a
             ``[v, r]`` float32 correlation factor).
+        progress: show a progress bar over signal matrices.
     """
     n_batch, n_samples, rank = codes.shape
     vocab, width = dictionary.shape
@@ -124,6 +127,7 @@ def somp_factored(
     evr = torch.zeros(n_batch, n_atoms, dtype=torch.float64)
     coefficients = torch.zeros(n_batch, n_samples, n_atoms, dtype=torch.float64)
     n_exact = 0
+    bar = tqdm(total=n_batch, desc="SOMP", unit="head", disable=not progress)
     for start in range(0, n_batch, heads_per_chunk):
         chunk = range(start, min(start + heads_per_chunk, n_batch))
         chunk_maps = None if maps is None else maps[chunk.start : chunk.stop].float()
@@ -154,6 +158,8 @@ def somp_factored(
             evr[b] = torch.tensor(state.evr)
             coefficients[b] = state.coefficients()
             n_exact += state.n_exact
+        bar.update(len(chunk))
+    bar.close()
     return SOMPResult(support, evr, coefficients, n_exact)
 
 

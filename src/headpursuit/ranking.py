@@ -57,6 +57,7 @@ def head_somp(
     *,
     center: bool = True,
     heads: Sequence[Head] | None = None,
+    progress: bool = False,
 ) -> SOMPResult:
     """SOMP on every head's (or the given heads') contributions, computed in head space.
 
@@ -72,7 +73,7 @@ def head_somp(
     maps_by_layer = {layer: sites.head_matrices(layer) for layer in {h.layer for h in heads}}
     codes = torch.stack([activations.pooled[:, h.layer, h.head] for h in heads])
     maps = torch.stack([maps_by_layer[h.layer][h.head] for h in heads])
-    return somp_factored(codes, maps, dictionary, n_atoms, center=center)
+    return somp_factored(codes, maps, dictionary, n_atoms, center=center, progress=progress)
 
 
 @dataclass
