@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 _TIE_RTOL = 1e-4
+_BOUND_MARGIN = 1e-4
 _FIRST_BLOCK = 64
 
 
@@ -189,6 +190,7 @@ class _PursuitState:
         # ‖H d_j‖² = g_jᵀ (ZᵀZ) g_j; later steps subtract the selected directions' share.
         self.initial_sq = ((factor @ gram.float()) * factor).sum(1)  # [v]
         self.sq_norm = self.initial_sq
+        self.sq_scale = self.initial_sq  # magnitude of the terms summed into sq_norm
         self.exact = torch.full((vocab,), math.inf)  # exact ℓ1 score at some earlier step
         self.drift = torch.zeros(vocab)  # bound on how far it can have moved since
         self.basis: list[torch.Tensor] = []  # q_s in R^d, float64
@@ -227,10 +229,9 @@ class _PursuitState:
 
     def select(self) -> None:
         """Pick the next atom: exact ℓ1 argmax, scoring only atoms whose bound can win."""
-        bound = torch.minimum(
-            (self.n * self.sq_norm.clamp_min(0) + 1e-4 * self.n * self.initial_sq).sqrt(),
-            self.exact + self.drift,
-        )
+        # The float32 quadratic form can cancel; the margin covers its round-off.
+        sq_bound = self.sq_norm.clamp_min(0) + _BOUND_MARGIN * self.sq_scale
+        bound = torch.minimum((self.n * sq_bound).sqrt(), self.exact + self.drift)
         exact_now = torch.zeros_like(bound, dtype=torch.bool)
         if self.selected:
             bound[self.selected] = -math.inf
@@ -285,7 +286,9 @@ class _PursuitState:
         self.cross[t - 1] = self.factor @ (self.code.T @ image)
         images, proj = self.images[:, :t], self.projections[:t]
         quad = (((images.T @ images) @ proj) * proj).sum(0)
-        self.sq_norm = self.initial_sq - 2 * (self.cross[:t] * proj).sum(0) + quad
+        cross = (self.cross[:t] * proj).sum(0)
+        self.sq_norm = self.initial_sq - 2 * cross + quad
+        self.sq_scale = self.initial_sq + 2 * cross.abs() + quad
         self.drift += projection.abs() * float(image.abs().sum())
 
     def coefficients(self) -> torch.Tensor:
