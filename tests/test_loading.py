@@ -6,8 +6,8 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_model
 
+from conftest import tiny_model
 from headpursuit import ModelLoadError, load_model, weights_fingerprint
 from headpursuit.loading import _gguf_cache_path, default_gguf_path
 

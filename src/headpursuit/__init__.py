@@ -16,7 +16,9 @@ from .architectures import (
     register_architecture,
 )
 from .capture import Activations, ArtifactError, capture
+from .comparison import SteeringRun, compare_generations
 from .concepts import BUILTIN_CONCEPTS, Concept, ConceptError, concept_from_words, resolve_concept
+from .explain import Explanation, HeadExplanation, explain_heads
 from .loading import LoadedModel, ModelLoadError, load_model, weights_fingerprint
 from .pursuit import SOMPResult, logit_lens, somp, somp_factored
 from .ranking import Head, HeadRanking, head_somp, jaccard, matched_controls, parse_head, rank_heads
@@ -31,15 +33,20 @@ __all__ = [
     "AttentionSites",
     "Concept",
     "ConceptError",
+    "Explanation",
     "Head",
+    "HeadExplanation",
     "HeadRanking",
     "LoadedModel",
     "ModelLoadError",
     "SOMPResult",
+    "SteeringRun",
     "UnsupportedArchitectureError",
     "__version__",
     "capture",
+    "compare_generations",
     "concept_from_words",
+    "explain_heads",
     "head_somp",
     "jaccard",
     "load_model",
