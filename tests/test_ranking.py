@@ -99,3 +99,12 @@ def test_jaccard_and_head_parsing():
     assert parse_head("L12H3") == Head(12, 3) == parse_head("12.3")
     with pytest.raises(ValueError, match="L12H3"):
         parse_head("twelve")
+
+
+def test_matched_controls_can_borrow_from_nearest_layers():
+    selected = [Head(2, h) for h in range(5)] + [Head(0, 0)]
+    controls = matched_controls(selected, 4, 6, seed=1, overflow="nearest")
+    assert len(controls) == 6 and not set(controls) & set(selected)
+    assert Counter(h.layer for h in controls)[2] == 1  # the one free head of layer 2
+    assert controls[0].layer == 0  # layer 0 matched as usual
+    assert all(abs(h.layer - 2) == 1 for h in controls[2:])  # the 4 others: layers 1 and 3

@@ -30,6 +30,7 @@ from .architectures import UnsupportedArchitectureError
 from .capture import ArtifactError
 from .concepts import BUILTIN_CONCEPTS, ConceptError
 from .loading import ModelLoadError
+from .tasks.cli import register as _register_task_commands
 
 app = typer.Typer(
     help=(
@@ -635,3 +636,7 @@ def version() -> None:
     from ._version import __version__
 
     typer.echo(__version__)
+
+
+# The paper's language experiments: `qa`, `wordfreq`, `amplify`.
+_register_task_commands(app)

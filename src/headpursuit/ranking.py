@@ -256,27 +256,53 @@ def rank_heads(
 
 
 def matched_controls(
-    selected: Iterable[Head], n_layers: int, n_heads: int, *, seed: int = 0
+    selected: Iterable[Head],
+    n_layers: int,
+    n_heads: int,
+    *,
+    seed: int = 0,
+    overflow: str = "error",
 ) -> list[Head]:
     """Random heads with the same count per layer as ``selected``, disjoint from it.
 
+    Args:
+        overflow: what to do when a layer has fewer unselected heads than selected ones:
+            "error" (raise), or "nearest" (draw the missing heads from the nearest layers,
+            so the count stays and the layer distribution is as close as it can be).
+
     Raises:
-        ValueError: if a layer has too few unselected heads to match.
+        ValueError: with ``overflow="error"``, if some layer cannot be matched.
     """
+    if overflow not in ("error", "nearest"):
+        raise ValueError(f"overflow must be 'error' or 'nearest', got {overflow!r}.")
     selected = list(dict.fromkeys(selected))
+    if any(not 0 <= h.layer < n_layers for h in selected):
+        raise ValueError(f"Selected heads must lie in layers 0..{n_layers - 1}.")
     taken = set(selected)
     rng = random.Random(seed)
     controls: list[Head] = []
+    missing: list[int] = []
     for layer, count in sorted(Counter(h.layer for h in selected).items()):
         free = [Head(layer, h) for h in range(n_heads) if Head(layer, h) not in taken]
-        if len(free) < count:
+        if len(free) < count and overflow == "error":
             raise ValueError(
                 f"Layer {layer} has {count} selected heads and only {len(free)} others: "
                 "no disjoint control with the same per-layer counts exists. Use a smaller k."
             )
-        controls.extend(rng.sample(free, count))
-    if any(not 0 <= h.layer < n_layers for h in selected):
-        raise ValueError(f"Selected heads must lie in layers 0..{n_layers - 1}.")
+        picked = rng.sample(free, min(count, len(free)))
+        controls.extend(picked)
+        taken.update(picked)
+        missing.extend([layer] * (count - len(picked)))
+    for layer in missing:
+        free = [
+            Head(l, h) for l in range(n_layers) for h in range(n_heads) if Head(l, h) not in taken
+        ]
+        if not free:
+            raise ValueError("Not enough heads left for a disjoint control set.")
+        nearest = min(abs(h.layer - layer) for h in free)
+        choice = rng.choice([h for h in free if abs(h.layer - layer) == nearest])
+        controls.append(choice)
+        taken.add(choice)
     return controls
 
 
