@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ._version import __version__
 from .architectures import AttentionSites
-from .capture import atomic_write, format_prompts
+from .capture import atomic_write
 from .explain import read_json_artifact
+from .generation import generate
 from .loading import LoadedModel
 from .ranking import Head, matched_controls
 from .steering import POSITIONS, steer
@@ -133,31 +132,6 @@ class SteeringRun:
         return cls.from_json(read_json_artifact(path, STEERING_KIND, "headpursuit steer"))
 
 
-def generate(
-    loaded: LoadedModel, prompts: Sequence[str], *, max_new_tokens: int = 40, chat: bool = True
-) -> list[str]:
-    """Greedy continuations of a batch of prompts (left padding), as text."""
-    tokenizer = loaded.tokenizer
-    texts = format_prompts(tokenizer, prompts, chat)
-    previous = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
-    finally:
-        tokenizer.padding_side = previous
-    device = next(loaded.model.parameters()).device
-    inputs = {key: value.to(device) for key, value in inputs.items()}
-    with torch.inference_mode():
-        output = loaded.model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    new_tokens = output[:, inputs["input_ids"].shape[1] :]
-    return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-
-
 def compare_generations(
     loaded: LoadedModel,
     prompts: Sequence[str],
@@ -192,13 +166,13 @@ def compare_generations(
         for s in range(n_controls)
     ]
     kwargs = {"max_new_tokens": max_new_tokens, "chat": chat}
-    unmodified = generate(loaded, prompts, **kwargs)
+    unmodified = generate(loaded, prompts, **kwargs)[1]
     with steer(loaded.model, heads, alpha, positions=positions, sites=sites):
-        steered = generate(loaded, prompts, **kwargs)
+        steered = generate(loaded, prompts, **kwargs)[1]
     control_outputs = []
     for control in controls:
         with steer(loaded.model, control, alpha, positions=positions, sites=sites):
-            control_outputs.append(generate(loaded, prompts, **kwargs))
+            control_outputs.append(generate(loaded, prompts, **kwargs)[1])
     return SteeringRun(
         heads=heads,
         alpha=alpha,

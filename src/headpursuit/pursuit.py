@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -134,34 +136,67 @@ def somp_factored(
         chunk_maps = None if maps is None else maps[chunk.start : chunk.stop].float()
         # The one-time products G = D M, one [v, r] factor per signal matrix.
         if chunk_maps is None:
-            factors = [atoms] * len(chunk)
+            factors = atoms.expand(len(chunk), vocab, width)
         else:  # one GEMM [v, d] @ [d, C*r], then per-head contiguous [v, r] blocks
             stacked = atoms @ chunk_maps.permute(1, 0, 2).reshape(width, -1)
             factors = stacked.view(vocab, len(chunk), rank).permute(1, 0, 2).contiguous()
-        states = []
-        for offset, b in enumerate(chunk):
-            code = codes[b].double()
-            if center:
-                code = code - code.mean(0, keepdim=True)
-            map64 = None if chunk_maps is None else chunk_maps[offset].double()
-            states.append(_PursuitState(code, map64, factors[offset], atoms, n_atoms))
-        for step in range(n_atoms):
-            for state in states:
-                state.select()
-            # Lockstep: one GEMM gives every head's new direction's correlations with all atoms.
-            directions = torch.stack([state.basis[step] for state in states], 1).float()
-            projections = atoms @ directions  # [v, C]
-            for offset, state in enumerate(states):
-                state.absorb(projections[:, offset])
-        for offset, b in enumerate(chunk):
-            state = states[offset]
-            support[b] = torch.tensor(state.selected)
-            evr[b] = torch.tensor(state.evr)
-            coefficients[b] = state.coefficients()
-            n_exact += state.n_exact
+        # The per-head work below is many small vector operations: with several threads
+        # each pays a synchronisation (ruinous on a busy machine); the GEMMs stay parallel.
+        chunk_codes = codes[chunk.start : chunk.stop].double()
+        if center:
+            chunk_codes = chunk_codes - chunk_codes.mean(1, keepdim=True)
+        grams = chunk_codes.transpose(1, 2) @ chunk_codes  # [C, r, r]
+        # ‖H d_j‖² = g_jᵀ (ZᵀZ) g_j for every atom and head, batched.
+        initial_sq = ((torch.matmul(factors, grams.float())) * factors).sum(-1)  # [C, v]
+        with _single_thread():
+            states = [
+                _PursuitState(
+                    chunk_codes[offset],
+                    grams[offset],
+                    None if chunk_maps is None else chunk_maps[offset].double(),
+                    factors[offset],
+                    initial_sq[offset],
+                    atoms,
+                    n_atoms,
+                )
+                for offset in range(len(chunk))
+            ]
+        for _ in range(n_atoms):
+            with _single_thread():
+                for state in states:
+                    state.select()
+                # Per head: the new direction q and u = M Zᵀ (H q), both in R^d.
+                vectors = torch.stack(
+                    [state.last_direction for state in states]
+                    + [state.last_cross_vector for state in states],
+                    1,
+                ).float()
+            # Lockstep: one GEMM gives D q (for p_j) and D u (= G Zᵀ H q) for every head.
+            products = atoms @ vectors  # [v, 2C]
+            with _single_thread():
+                for offset, state in enumerate(states):
+                    state.absorb(products[:, offset], products[:, len(states) + offset])
+        with _single_thread():
+            for offset, b in enumerate(chunk):
+                state = states[offset]
+                support[b] = torch.tensor(state.selected)
+                evr[b] = torch.tensor(state.evr)
+                coefficients[b] = state.coefficients()
+                n_exact += state.n_exact
         bar.update(len(chunk))
     bar.close()
     return SOMPResult(support, evr, coefficients, n_exact)
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """Run torch ops on one CPU thread inside the block."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class _PursuitState:
@@ -170,8 +205,10 @@ class _PursuitState:
     def __init__(
         self,
         code: torch.Tensor,
+        gram: torch.Tensor,
         map64: torch.Tensor | None,
         factor: torch.Tensor,
+        initial_sq: torch.Tensor,
         atoms: torch.Tensor,
         n_atoms: int,
     ):
@@ -183,14 +220,16 @@ class _PursuitState:
         n, _ = code.shape
         vocab = factor.shape[0]
         self.n = n
-        gram = code.T @ code  # [r, r]
         self.total = float(
             torch.trace(gram) if map64 is None else torch.trace(map64.T @ map64 @ gram)
         )
         # ‖H d_j‖² = g_jᵀ (ZᵀZ) g_j; later steps subtract the selected directions' share.
-        self.initial_sq = ((factor @ gram.float()) * factor).sum(1)  # [v]
-        self.sq_norm = self.initial_sq
-        self.sq_scale = self.initial_sq  # magnitude of the terms summed into sq_norm
+        self.initial_sq = initial_sq  # ‖H d_j‖², [v]
+        self.sq_norm = initial_sq  # ‖R d_j‖² = initial − 2 cross_sum + quad
+        self.sq_scale = initial_sq  # magnitude of the terms summed into sq_norm
+        self.cross_sum = torch.zeros(vocab)  # Σ_s (G Zᵀ A)_js p_js
+        self.cross_abs = torch.zeros(vocab)
+        self.quad = torch.zeros(vocab)  # p_jᵀ (AᵀA) p_j
         self.exact = torch.full((vocab,), math.inf)  # exact ℓ1 score at some earlier step
         self.drift = torch.zeros(vocab)  # bound on how far it can have moved since
         self.basis: list[torch.Tensor] = []  # q_s in R^d, float64
@@ -198,11 +237,12 @@ class _PursuitState:
         self.images = torch.zeros(n, n_atoms)
         # Row s holds atom-wise values for direction s (rows are contiguous in memory).
         self.projections = torch.zeros(n_atoms, vocab)  # (D Q)ᵀ
-        self.cross = torch.zeros(n_atoms, vocab)  # (G Zᵀ A)ᵀ
         self.selected: list[int] = []
         self.evr: list[float] = []
         self.explained = 0.0
         self.n_exact = 0
+        self.last_direction = torch.zeros(atoms.shape[1], dtype=torch.float64)
+        self.last_cross_vector = torch.zeros(atoms.shape[1], dtype=torch.float64)
 
     def _exact_scores(self, rows: torch.Tensor) -> torch.Tensor:
         """ℓ1 norms of the residual correlations of atoms ``rows`` (float32)."""
@@ -273,22 +313,28 @@ class _PursuitState:
         self.explained += float(image @ image)
         self.selected.append(atom)
         self.evr.append(self.explained / self.total if self.total > 0 else 0.0)
+        self.last_direction = direction
+        ztz_q = self.code64.T @ image  # Zᵀ H q, [r]
+        self.last_cross_vector = ztz_q if self.map64 is None else self.map64 @ ztz_q
 
-    def absorb(self, projection: torch.Tensor) -> None:
-        """Take D q for the newest direction q and update the bounds.
+    def absorb(self, projection: torch.Tensor, cross: torch.Tensor) -> None:
+        """Take ``D q`` and ``D u = G Zᵀ H q`` for the newest direction; update the bounds.
 
         With A = H Q and p_j = Qᵀ d_j: ‖c_j‖² = ‖Z g_j − A p_j‖²
-        = g_jᵀ (ZᵀZ) g_j − 2 (G Zᵀ A)_j · p_j + p_jᵀ (AᵀA) p_j.
+        = g_jᵀ (ZᵀZ) g_j − 2 Σ_s (G Zᵀ A)_js p_js + p_jᵀ (AᵀA) p_j; each step adds its
+        terms to the running sums, so the update is O(t · v).
         """
-        t = len(self.selected)
-        self.projections[t - 1] = projection
-        image = self.images[:, t - 1]
-        self.cross[t - 1] = self.factor @ (self.code.T @ image)
-        images, proj = self.images[:, :t], self.projections[:t]
-        quad = (((images.T @ images) @ proj) * proj).sum(0)
-        cross = (self.cross[:t] * proj).sum(0)
-        self.sq_norm = self.initial_sq - 2 * cross + quad
-        self.sq_scale = self.initial_sq + 2 * cross.abs() + quad
+        step = len(self.selected) - 1
+        self.projections[step] = projection
+        image = self.images[:, step]
+        gram_column = self.images[:, : step + 1].T @ image  # (AᵀA)[:, step]
+        term = cross * projection
+        self.cross_sum += term
+        self.cross_abs += term.abs()
+        earlier = gram_column[:step] @ self.projections[:step] if step else 0.0
+        self.quad += projection * (2 * earlier + gram_column[step] * projection)
+        self.sq_norm = self.initial_sq - 2 * self.cross_sum + self.quad
+        self.sq_scale = self.initial_sq + 2 * self.cross_abs + self.quad
         self.drift += projection.abs() * float(image.abs().sum())
 
     def coefficients(self) -> torch.Tensor:

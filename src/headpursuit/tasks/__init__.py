@@ -5,6 +5,7 @@ selected heads with logit-lens-selected heads, matched random controls (several 
 and the unmodified model, for several head counts k and interventions.
 """
 
+from ..generation import generate
 from .amplify import run_amplify
 from .metrics import (
     continuation_perplexity,
@@ -19,7 +20,6 @@ from .qa import run_qa
 from .selection import (
     METHODS,
     TaskResult,
-    generate,
     heads_for_percent,
     logit_lens_ranking,
     parse_intervention,

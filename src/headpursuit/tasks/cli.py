@@ -4,8 +4,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+
+ModelOpt = Annotated[
+    str | None, typer.Option(help="Model directory, hub id or GGUF (default: embedded).")
+]
+PercentsOpt = Annotated[str, typer.Option(help="k as % of all heads, comma-separated.")]
+KsOpt = Annotated[str | None, typer.Option(help="Explicit head counts (overrides --percents).")]
+MethodOpt = Annotated[str, typer.Option(help="Head selection: evr, specificity or logit_lens.")]
+WindowOpt = Annotated[str | None, typer.Option(help="Layer window MIN:MAX for selection.")]
+SeedsOpt = Annotated[int, typer.Option(help="Matched random control seeds.")]
+ConceptArg = Annotated[str, typer.Argument(help="Built-in concept, 'profanity' or a file.")]
+PromptsOpt = Annotated[
+    Path | None, typer.Option(help="Prompts: RealToxicityPrompts JSONL or text.")
+]
+TokensOpt = Annotated[int, typer.Option(help="Tokens generated per prompt.")]
+OutputOpt = Annotated[Path, typer.Option(help="Results JSON.")]
 
 
 def _parse_list(text: str) -> list[str]:
@@ -22,145 +38,135 @@ def _parse_window(text: str | None) -> tuple[int, int] | None:
     return low, high
 
 
-def _ks(text: str | None) -> list[int] | None:
-    return [int(x) for x in _parse_list(text)] if text else None
+def _selection(
+    percents: str, ks: str | None, method: str, window: str | None, seeds: int
+) -> dict[str, Any]:
+    """The head-selection keyword arguments shared by every task."""
+    return dict(
+        percents=[float(p) for p in _parse_list(percents)],
+        ks=[int(x) for x in _parse_list(ks)] if ks else None,
+        method=method,
+        window=_parse_window(window),
+        control_seeds=list(range(seeds)),
+    )
 
 
-def _print(result) -> None:
+def _print(result, output: Path) -> None:
     summary = result.summary()
     columns = ["k", "intervention", "arm"] + [
         c for c in summary.columns if c.endswith("_norm") or c.endswith("_norm_std")
     ]
     typer.echo(f"baseline: {result.baseline}")
     typer.echo(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    typer.echo(f"wrote {output}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``qa``, ``wordfreq`` and ``amplify`` subcommands to ``app``."""
     from ..cli import handle_errors  # the main CLI's one-line user-error handling
+    from ..loading import load_model
 
     @app.command()
     @handle_errors
     def qa(
-        model: str = typer.Option(
-            None, help="Model directory, hub id or GGUF (default: embedded)."
-        ),
-        percents: str = typer.Option("1,2,3", help="k as % of all heads, comma-separated."),
-        ks: str = typer.Option(None, help="Explicit head counts (overrides --percents)."),
-        alphas: str = typer.Option("0", help="Interventions: α values and/or 'mean'."),
-        method: str = typer.Option("specificity", help="evr, specificity or logit_lens."),
-        window: str = typer.Option(None, help="Layer window MIN:MAX for selection."),
-        seeds: int = typer.Option(5, help="Matched random control seeds."),
-        triviaqa: Path = typer.Option(None, help="TriviaQA-style JSON/JSONL questions."),
-        max_questions: int = typer.Option(None, help="At most this many target/non-target."),
-        output: Path = typer.Option(Path("results/qa.json"), help="Results JSON."),
+        model: ModelOpt = None,
+        percents: PercentsOpt = "1,2,3",
+        ks: KsOpt = None,
+        alphas: Annotated[str, typer.Option(help="Interventions: α values and/or 'mean'.")] = "0",
+        method: MethodOpt = "specificity",
+        window: WindowOpt = None,
+        seeds: SeedsOpt = 5,
+        triviaqa: Annotated[
+            Path | None, typer.Option(help="TriviaQA-style JSON/JSONL questions.")
+        ] = None,
+        max_questions: Annotated[
+            int | None, typer.Option(help="At most this many target/non-target.")
+        ] = None,
+        output: OutputOpt = Path("results/qa.json"),
     ) -> None:
         """Country QA: target (country answers) vs non-target F1 under head interventions."""
-        from ..loading import load_model
         from .qa import run_qa
 
-        loaded = load_model(model) if model else load_model()
         result = run_qa(
-            loaded,
-            percents=[float(p) for p in _parse_list(percents)],
-            ks=_ks(ks),
+            load_model(model),
             interventions=_parse_list(alphas),
-            method=method,
-            window=_parse_window(window),
-            control_seeds=list(range(seeds)),
             triviaqa=triviaqa,
             max_questions=max_questions,
             output=output,
             log=typer.echo,
+            **_selection(percents, ks, method, window, seeds),
         )
-        _print(result)
-        typer.echo(f"wrote {output}")
+        _print(result, output)
 
     @app.command()
     @handle_errors
     def wordfreq(
-        concept: str = typer.Argument("colors", help="Built-in concept, 'profanity' or a file."),
-        model: str = typer.Option(
-            None, help="Model directory, hub id or GGUF (default: embedded)."
-        ),
-        prompts: Path = typer.Option(None, help="Prompts: RealToxicityPrompts JSONL or text."),
-        percents: str = typer.Option("1,2,3", help="k as % of all heads, comma-separated."),
-        ks: str = typer.Option(None, help="Explicit head counts (overrides --percents)."),
-        alphas: str = typer.Option("0", help="Interventions: α values and/or 'mean'."),
-        method: str = typer.Option("specificity", help="evr, specificity or logit_lens."),
-        window: str = typer.Option(None, help="Layer window MIN:MAX for selection."),
-        seeds: int = typer.Option(5, help="Matched random control seeds."),
-        max_new_tokens: int = typer.Option(24, help="Tokens generated per prompt."),
-        fluency: bool = typer.Option(False, help="Also report perplexity (fluency proxy)."),
-        output: Path = typer.Option(Path("results/wordfreq.json"), help="Results JSON."),
+        concept: ConceptArg = "colors",
+        model: ModelOpt = None,
+        prompts: PromptsOpt = None,
+        percents: PercentsOpt = "1,2,3",
+        ks: KsOpt = None,
+        alphas: Annotated[str, typer.Option(help="Interventions: α values and/or 'mean'.")] = "0",
+        method: MethodOpt = "specificity",
+        window: WindowOpt = None,
+        seeds: SeedsOpt = 5,
+        max_new_tokens: TokensOpt = 24,
+        fluency: Annotated[
+            bool, typer.Option(help="Also report perplexity (fluency proxy).")
+        ] = False,
+        output: OutputOpt = Path("results/wordfreq.json"),
     ) -> None:
         """Held-out concept-word frequency after suppressing the concept's heads."""
-        from ..loading import load_model
         from .wordfreq import run_wordfreq
 
-        loaded = load_model(model) if model else load_model()
         result = run_wordfreq(
-            loaded,
+            load_model(model),
             concept,
             prompts=prompts,
-            percents=[float(p) for p in _parse_list(percents)],
-            ks=_ks(ks),
             interventions=_parse_list(alphas),
-            method=method,
-            window=_parse_window(window),
-            control_seeds=list(range(seeds)),
             max_new_tokens=max_new_tokens,
             fluency=fluency,
             output=output,
             log=typer.echo,
+            **_selection(percents, ks, method, window, seeds),
         )
-        _print(result)
-        typer.echo(f"wrote {output}")
+        _print(result, output)
 
     @app.command()
     @handle_errors
     def amplify(
-        concept: str = typer.Argument("colors", help="Built-in concept, 'profanity' or a file."),
-        model: str = typer.Option(
-            None, help="Model directory, hub id or GGUF (default: embedded)."
-        ),
-        prompts: Path = typer.Option(None, help="Prompts: RealToxicityPrompts JSONL or text."),
-        percents: str = typer.Option("1,2,3", help="k as % of all heads, comma-separated."),
-        ks: str = typer.Option(None, help="Explicit head counts (overrides --percents)."),
-        alphas: str = typer.Option("5", help="Amplification factors α > 1."),
-        method: str = typer.Option("specificity", help="evr, specificity or logit_lens."),
-        window: str = typer.Option(None, help="Layer window MIN:MAX for selection."),
-        seeds: int = typer.Option(5, help="Matched random control seeds."),
-        max_new_tokens: int = typer.Option(24, help="Tokens generated per prompt."),
-        output: Path = typer.Option(Path("results/amplify.json"), help="Results JSON."),
+        concept: ConceptArg = "colors",
+        model: ModelOpt = None,
+        prompts: PromptsOpt = None,
+        percents: PercentsOpt = "1,2,3",
+        ks: KsOpt = None,
+        alphas: Annotated[str, typer.Option(help="Amplification factors α > 1.")] = "5",
+        method: MethodOpt = "specificity",
+        window: WindowOpt = None,
+        seeds: SeedsOpt = 5,
+        max_new_tokens: TokensOpt = 24,
+        output: OutputOpt = Path("results/amplify.json"),
     ) -> None:
         """Concept-word frequency and perplexity after amplifying the concept's heads."""
-        from ..loading import load_model
         from .amplify import run_amplify
 
-        loaded = load_model(model) if model else load_model()
         result = run_amplify(
-            loaded,
+            load_model(model),
             concept,
             prompts=prompts,
-            percents=[float(p) for p in _parse_list(percents)],
-            ks=_ks(ks),
             alphas=_parse_list(alphas),
-            method=method,
-            window=_parse_window(window),
-            control_seeds=list(range(seeds)),
             max_new_tokens=max_new_tokens,
             output=output,
             log=typer.echo,
+            **_selection(percents, ks, method, window, seeds),
         )
-        _print(result)
-        typer.echo(f"wrote {output}")
+        _print(result, output)
 
 
 def main() -> None:
     """Run the task subcommands on their own: ``python -m headpursuit.tasks.cli qa ...``."""
-    app = typer.Typer(help="headpursuit language tasks (qa, wordfreq, amplify).")
-    register(app)
+    from ..cli import app
+
     app()
 
 

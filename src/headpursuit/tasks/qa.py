@@ -15,10 +15,11 @@ from pathlib import Path
 from ..architectures import AttentionSites
 from ..capture import capture
 from ..concepts import concept_from_words, resolve_concept
+from ..generation import generate
 from ..loading import LoadedModel
 from . import data
 from .metrics import exact_match, normalize_answer, token_f1
-from .selection import TaskResult, generate, heads_for_percent, run_conditions, select_ranking
+from .selection import TaskResult, heads_for_percent, run_conditions, select_ranking
 
 INSTRUCTION = "Answer with a short phrase only. "
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..capture import Activations, format_prompts
+from ..capture import Activations
 from ..loading import LoadedModel
 from ..ranking import Head, HeadRanking, head_somp, matched_controls, rank_heads
 from ..steering import steer
@@ -217,46 +217,6 @@ def intervention_name(spec: str | float) -> str:
 
 
 @torch.inference_mode()
-def generate(
-    loaded: LoadedModel,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int = 12,
-    chat: bool = True,
-    batch_size: int = 32,
-) -> tuple[list[str], list[str]]:
-    """Greedy batched generation with left padding.
-
-    Returns:
-        (the formatted prompts fed to the model, the decoded continuations).
-    """
-    tokenizer, model = loaded.tokenizer, loaded.model
-    texts = format_prompts(tokenizer, prompts, chat)
-    device = next(model.parameters()).device
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    outputs: list[str] = []
-    try:
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                texts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
-            ).to(device)
-            ids = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            new = ids[:, batch["input_ids"].shape[1] :]
-            outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = old_side
-    return texts, [o.strip() for o in outputs]
-
-
 def random_controls(
     selected: Sequence[Head], n_layers: int, n_heads: int, *, seed: int = 0
 ) -> list[Head]:

@@ -17,10 +17,11 @@ from pathlib import Path
 from ..architectures import AttentionSites
 from ..capture import capture
 from ..concepts import BUILTIN_CONCEPTS, concept_from_words, read_word_list
+from ..generation import generate
 from ..loading import LoadedModel
 from . import data
 from .metrics import continuation_perplexity, heldout_split, word_frequency
-from .selection import TaskResult, generate, heads_for_percent, run_conditions, select_ranking
+from .selection import TaskResult, heads_for_percent, run_conditions, select_ranking
 
 
 def load_words(concept: str) -> tuple[str, list[str]]:
