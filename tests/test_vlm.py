@@ -1,0 +1,239 @@
+"""The tiny real VLM (SmolLM2 + trained CLIP tower): shipping, data, metrics, tasks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from headpursuit import AttentionSites, Head, capture, steer
+from headpursuit.vlm import data
+from headpursuit.vlm.caption import caption, keyword_stats
+from headpursuit.vlm.cider import cider, cider_port, tokenize
+from headpursuit.vlm.class_names import CLASS_NAMES, class_names, normalise
+from headpursuit.vlm.classify import classify, prompt_for
+from headpursuit.vlm.tiny import IMAGE_TOKEN, N_IMAGE_TOKENS, SHIPPED_DIR, vlm_prompt
+
+# ---------------------------------------------------------------- fast: no model -------
+
+
+def test_shipped_files_are_small_and_complete():
+    names = {p.name for p in SHIPPED_DIR.iterdir()}
+    assert {"vision.safetensors", "config.json", "preprocessor_config.json"} <= names
+    assert "training_log.json" in names
+    total = sum(p.stat().st_size for p in SHIPPED_DIR.iterdir())
+    assert total < 20 * 2**20
+    config = json.loads((SHIPPED_DIR / "config.json").read_text())
+    assert config.get("image_token_id", config.get("image_token_index")) == 16
+    assert config["vision_config"]["image_size"] // config["vision_config"]["patch_size"] == 4
+
+
+def test_prompt_has_one_image_token():
+    prompt = vlm_prompt("What digit is this?")
+    assert prompt.count(IMAGE_TOKEN) == 1
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert N_IMAGE_TOKENS == 16
+
+
+def test_digit_splits_are_disjoint_and_fixed():
+    pytest.importorskip("sklearn", reason="digits need scikit-learn (the vlm extra)")
+    train, test = data.digits("train"), data.digits("test")
+    assert (len(train), len(test)) == (1197, 600)
+    train_pixels = {e.image.tobytes() + bytes([e.label]) for e in train[:50]}
+    assert train[0].answer == data.DIGIT_NAMES[train[0].label]
+    assert data.digits("test")[0].image.tobytes() == test[0].image.tobytes()
+    assert test[0].image.size == (48, 48) and test[0].image.mode == "RGB"
+    assert len(train_pixels) > 40
+
+
+def test_shape_scenes_are_seeded_and_captioned_left_to_right():
+    first, again = data.shape_scene(3), data.shape_scene(3)
+    assert first.image.tobytes() == again.image.tobytes()
+    assert first.answer == again.answer == first.references[0]
+    for example in data.shapes("test", 20):
+        for phrase in example.answer.split(" and "):
+            a, size, colour, kind = phrase.split()
+            assert a == "a" and size in data.SHAPE_SIZES and colour in data.SHAPE_COLOURS
+            assert kind in data.SHAPE_KINDS
+    tests = {e.image.tobytes() for e in data.shapes("test", 30)}
+    selects = {e.image.tobytes() for e in data.shapes("select", 30)}
+    assert len(tests & selects) <= 1  # different seeds; identical drawings are only chance
+
+
+def test_fashion_reader():
+    if not data.FASHION_DIR.is_dir():
+        pytest.skip("dataset-fashion-mnist is not installed")
+    examples = data.fashion("test", limit=5)
+    assert [e.label for e in examples] == [9, 2, 1, 1, 6]  # the published t10k labels
+    assert examples[0].answer == "ankle boot"
+
+
+def test_class_name_lists():
+    sizes = {name: len(names) for name, names in CLASS_NAMES.items()}
+    assert sizes == {
+        "mnist": 10,
+        "svhn": 10,
+        "fashion_mnist": 10,
+        "digits": 10,
+        "gtsrb": 43,
+        "eurosat": 10,
+        "resisc45": 45,
+        "dtd": 47,
+    }
+    assert class_names("Fashion-MNIST")[9] == "ankle boot"
+    with pytest.raises(KeyError, match="known"):
+        class_names("imagenet")
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [("Seven", "seven"), ("A seven.", "seven"), (" ankle boot\nmore", "ankle boot"), ("7", "7")],
+)
+def test_normalise(raw, clean):
+    assert normalise(raw) == clean
+
+
+def test_cider_port_matches_pycocoevalcap():
+    references = [
+        ["a small red circle", "a red circle"],
+        [
+            "a large blue square and a small red circle",
+            "a small red circle and a large blue square",
+        ],
+        ["a green triangle"],
+        ["a small white square and a large purple triangle"],
+    ]
+    candidates = ["a small red circle", "a large blue square", "a blue triangle", "nothing"]
+    mean, per = cider_port(
+        [[tokenize(r) for r in group] for group in references], [tokenize(c) for c in candidates]
+    )
+    pytest.importorskip("pycocoevalcap")
+    expected_mean, expected = cider(references, candidates)
+    assert mean == pytest.approx(expected_mean, abs=1e-9)
+    assert per == pytest.approx(expected, abs=1e-9)
+    assert per[3] == 0.0
+
+
+def test_keyword_stats():
+    share, per = keyword_stats(
+        ["a red circle and a blue square", "a square", "Red!"], ["red", "blue"]
+    )
+    assert share == pytest.approx(2 / 3)
+    assert per == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- slow: the shipped VLM -
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm():
+    from headpursuit.vlm.tiny import load_tiny_vlm
+
+    return load_tiny_vlm()
+
+
+@pytest.mark.slow
+def test_image_pooling_matches_hand_computed(tiny_vlm):
+    """capture(pooling="image") == mean over image positions of each o_proj input slice."""
+    pytest.importorskip("sklearn", reason="digits need scikit-learn (the vlm extra)")
+    examples = data.digits("test")[:3]
+    prompts = [prompt_for(tiny_vlm, e.question) for e in examples]
+    images = [e.image for e in examples]
+    activations = capture(tiny_vlm, prompts, images=images, pooling="image", progress=False)
+    sites = AttentionSites(tiny_vlm.model)
+    inputs = tiny_vlm.processor(images=images, text=prompts, return_tensors="pt")
+    is_image = inputs["input_ids"] == 16  # [B, T]
+    assert int(is_image.sum(-1)[0]) == N_IMAGE_TOKENS
+    seen: dict[int, torch.Tensor] = {}
+    handles = [
+        site.out_proj.register_forward_hook(
+            lambda module, args, out, i=site.index: seen.__setitem__(i, args[0].detach())
+        )
+        for site in sites.layers
+    ]
+    try:
+        with torch.inference_mode():
+            tiny_vlm.model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer in (0, 13, 29):
+        z = seen[layer]  # [B, T, n_heads * head_dim]
+        pooled = torch.stack([z[b, is_image[b]].mean(0) for b in range(len(examples))])
+        expected = pooled.view(len(examples), sites.n_heads, sites.head_dim)
+        torch.testing.assert_close(activations.pooled[:, layer], expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_text_only_logits_equal_plain_smollm(tiny_vlm, smollm):
+    prompts = ["The capital of France is", "Two plus two equals four because"]
+    for prompt in prompts:
+        ids = smollm.tokenizer(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            plain = smollm.model(**ids).logits
+            vlm = tiny_vlm.model(**ids).logits
+        torch.testing.assert_close(vlm, plain, atol=0.0, rtol=0.0)
+
+
+@pytest.mark.slow
+def test_steering_image_positions_leaves_text_only_prompts_unchanged(tiny_vlm):
+    pytest.importorskip("sklearn", reason="digits need scikit-learn (the vlm extra)")
+    model = tiny_vlm.model
+    heads = [Head(20, 1), Head(25, 4), Head(29, 0)]
+    ids = tiny_vlm.tokenizer("The colour of the sky is", return_tensors="pt")
+    example = data.digits("test")[0]
+    image_inputs = tiny_vlm.processor(
+        images=[example.image], text=[prompt_for(tiny_vlm, example.question)], return_tensors="pt"
+    )
+    with torch.inference_mode():
+        text_before = model(**ids).logits
+        image_before = model(**image_inputs).logits
+        with steer(model, heads, -1.0, positions="image"):
+            text_after = model(**ids).logits
+            image_after = model(**image_inputs).logits
+    torch.testing.assert_close(text_after, text_before, atol=0.0, rtol=0.0)
+    assert not torch.allclose(image_after[:, -1], image_before[:, -1])
+
+
+@pytest.mark.slow
+def test_classify_end_to_end(tiny_vlm, tmp_path):
+    pytest.importorskip("sklearn", reason="digits need scikit-learn (the vlm extra)")
+    train, test = data.digits("train"), data.digits("test")
+    result = classify(
+        tiny_vlm,
+        train[:4],
+        test[:4],
+        data.DIGIT_NAMES,
+        dataset="digits",
+        ks=(3,),
+        seeds=2,
+        out=tmp_path / "classify.json",
+    )
+    frame = result.to_frame()
+    assert list(frame["condition"]) == ["unmodified", "somp", "random", "random"]
+    assert frame["accuracy"].between(0, 1).all()
+    assert len(result.heads[3]) == 3
+    saved = json.loads((tmp_path / "classify.json").read_text())
+    assert saved["kind"] == "headpursuit.vlm.classify" and len(saved["rows"]) == 4
+    with pytest.raises(ValueError, match="overlap"):
+        classify(tiny_vlm, test[:2], test[:2], data.DIGIT_NAMES)
+
+
+@pytest.mark.slow
+def test_caption_end_to_end(tiny_vlm, tmp_path):
+    result = caption(
+        tiny_vlm,
+        data.shapes("select", 4),
+        data.shapes("test", 3),
+        ks=(3,),
+        seeds=1,
+        max_new_tokens=12,
+        out=tmp_path / "caption.json",
+    )
+    frame = result.to_frame()
+    assert list(frame["alpha"]) == [1.0, -1.0, -1.0, 5.0, 5.0]
+    assert (frame["cider"] >= 0).all()
+    summary = result.summary()
+    assert {"keyword_retention", "cider_retention"} <= set(summary.columns)
+    assert json.loads((tmp_path / "caption.json").read_text())["kind"] == "headpursuit.vlm.caption"
