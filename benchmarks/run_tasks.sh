@@ -20,6 +20,8 @@ $PY benchmarks/search_wordfreq.py colors 3,8 > "$OUT/search_colors.log"
 $PY benchmarks/qa_baseline.py > "$OUT/qa_baseline.log"
 $PY -m headpursuit.tasks.cli qa --alphas=-1 --output "$OUT/qa.json"
 $PY -m headpursuit.tasks.cli qa --ks 3 --alphas=0 --output "$OUT/qa_k3_alpha0.json"
+# The default protocol as a user runs it (k = 1/2/3 % of heads, α = 0, 5 control seeds).
+$PY -m headpursuit.tasks.cli qa --output "$OUT/qa_default.json" > "$OUT/qa_default.log"
 $PY -m headpursuit.tasks.cli wordfreq colors --alphas=-1,0 --output "$OUT/wordfreq_colors.json"
 $PY -m headpursuit.tasks.cli wordfreq colors --ks 8 --alphas=-1 --fluency \
     --output "$OUT/wordfreq_colors_fluency.json"

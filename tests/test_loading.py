@@ -32,7 +32,7 @@ def test_fingerprint_tracks_weights_not_dtype():
 def test_default_model_is_cached_as_plain_checkpoint(smollm):
     cache = _gguf_cache_path(default_gguf_path())
     assert (cache / "config.json").exists()
-    assert not list(cache.parent.glob(".converting-*"))
+    assert not list(cache.parent.glob(f".{cache.name}-*"))
     start = time.perf_counter()
     again = load_model(str(default_gguf_path()))
     elapsed = time.perf_counter() - start

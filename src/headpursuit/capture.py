@@ -168,6 +168,12 @@ def atomic_write(path: Path, write: Callable[[str], Any]) -> Path:
     return path
 
 
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented UTF-8 JSON, atomically (see :func:`atomic_write`)."""
+    text = json.dumps(data, indent=1, ensure_ascii=False, default=float)
+    return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 class _PoolingHooks:
     """Forward hooks on every layer's output projection that pool its input per sample."""
 

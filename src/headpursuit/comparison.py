@@ -9,7 +9,6 @@ same α. The result is a :class:`SteeringRun`, saved as JSON of kind
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .architectures import AttentionSites
-from .capture import atomic_write
+from .capture import write_json
 from .explain import read_json_artifact
 from .generation import generate
 from .loading import LoadedModel
@@ -101,8 +100,7 @@ class SteeringRun:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write JSON atomically."""
-        text = json.dumps(self.to_json(), indent=1, ensure_ascii=False)
-        return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        return write_json(path, self.to_json())
 
     @classmethod
     def from_json(cls, data: dict) -> SteeringRun:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ._version import __version__
 from .architectures import AttentionSites
-from .capture import Activations, ArtifactError, atomic_write
+from .capture import Activations, ArtifactError, write_json
 from .pursuit import logit_lens
 from .ranking import Head, head_somp
 
@@ -133,8 +133,7 @@ class Explanation:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write JSON atomically."""
-        text = json.dumps(self.to_json(), indent=1)
-        return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        return write_json(path, self.to_json())
 
     @classmethod
     def from_json(cls, data: dict) -> Explanation:

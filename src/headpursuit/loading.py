@@ -12,6 +12,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,11 +170,24 @@ def convert_gguf(gguf: Path) -> Path:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict())
     plain.tie_weights()
+    return atomic_directory(target, lambda staging: save_pretrained_all(staging, plain, tokenizer))
+
+
+def save_pretrained_all(directory: Path, *savables: Any) -> None:
+    """Call ``save_pretrained(directory)`` on each model, tokenizer or processor."""
+    for savable in savables:
+        savable.save_pretrained(directory)
+
+
+def atomic_directory(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Create directory ``target`` by filling a staging directory beside it, then renaming.
+
+    An error or interrupt removes the staging directory: ``target`` is whole or absent.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        plain.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        fill(staging)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

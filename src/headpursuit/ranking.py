@@ -20,7 +20,7 @@ import torch
 
 from ._version import __version__
 from .architectures import AttentionSites
-from .capture import Activations, ArtifactError, atomic_write
+from .capture import Activations, ArtifactError, atomic_write, write_json
 from .pursuit import SOMPResult, somp_factored
 
 RANKING_KIND = "headpursuit.ranking"
@@ -169,8 +169,7 @@ class HeadRanking:
         path = Path(path)
         if path.suffix == ".csv":
             return atomic_write(path, lambda tmp: self.to_frame().to_csv(tmp, index=False))
-        text = json.dumps(self.to_json(), indent=1)
-        return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        return write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HeadRanking:

@@ -23,6 +23,7 @@ selection data (mean ablation).
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ..capture import Activations
+from ..capture import Activations, write_json
 from ..loading import LoadedModel
 from ..ranking import Head, HeadRanking, head_somp, matched_controls, rank_heads
 from ..steering import steer
@@ -355,13 +356,9 @@ class TaskResult:
             "rows": self.rows,
         }
 
-    def save(self, path) -> Path:
-        import json
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1, default=float), encoding="utf-8")
-        return path
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the results JSON atomically."""
+        return write_json(path, self.to_json())
 
 
 def _row(

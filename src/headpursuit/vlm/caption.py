@@ -10,7 +10,6 @@ CIDEr against the reference captions; retention = value / unmodified value.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..architectures import AttentionSites
-from ..capture import atomic_write
+from ..capture import write_json
 from ..concepts import concept_from_words
 from ..loading import LoadedModel
 from ..ranking import HeadRanking, matched_controls
@@ -120,8 +119,7 @@ class CaptionResult:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        text = json.dumps(self.to_json(), indent=1)
-        return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+        return write_json(path, self.to_json())
 
 
 def caption(

@@ -11,7 +11,6 @@ unmodified model.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 
 from ..architectures import AttentionSites
-from ..capture import atomic_write, capture
+from ..capture import capture, write_json
 from ..concepts import concept_from_words
 from ..loading import LoadedModel
 from ..ranking import Head, HeadRanking, matched_controls, rank_heads
@@ -271,8 +270,7 @@ class ClassifyResult:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        text = json.dumps(self.to_json(), indent=1)
-        return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+        return write_json(path, self.to_json())
 
 
 def classify(

@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +29,12 @@ import torch
 from ..loading import (
     TINY_VLM_NAME,
     LoadedModel,
+    atomic_directory,
     cache_dir,
     convert_gguf,
     default_gguf_path,
     load_model,
+    save_pretrained_all,
 )
 
 IMAGE_TOKEN = "<empty_output>"
@@ -195,16 +195,7 @@ def assemble_tiny_vlm(
     if set(weights) != missing:
         raise ValueError(f"{shipped / WEIGHTS_FILE} does not match the tiny VLM's vision weights.")
     model.load_state_dict(weights, strict=False)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".assembling-", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+    return atomic_directory(target, lambda staging: save_pretrained_all(staging, model, processor))
 
 
 def load_tiny_vlm(**kwargs: Any) -> LoadedModel:
