@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from headpursuit import AttentionSites, capture, steer
+from headpursuit.generation import generate
 from headpursuit.tasks import data
 from headpursuit.tasks.qa import run_qa
 from headpursuit.tasks.selection import (
     apply_window,
-    generate,
     heads_for_percent,
     parse_intervention,
     select_ranking,
