@@ -26,6 +26,9 @@ $PY -m headpursuit.tasks.cli wordfreq colors --alphas=-1,0 --output "$OUT/wordfr
 $PY -m headpursuit.tasks.cli wordfreq colors --ks 8 --alphas=-1 --fluency \
     --output "$OUT/wordfreq_colors_fluency.json"
 $PY -m headpursuit.tasks.cli amplify colors --alphas=5 --output "$OUT/amplify_colors.json"
+# The defaults as a user runs them (timed in docs/performance.md).
+$PY -m headpursuit.tasks.cli wordfreq colors --output "$OUT/wordfreq_default.json" > "$OUT/wordfreq_default.log"
+$PY -m headpursuit.tasks.cli amplify colors --output "$OUT/amplify_default.json" > "$OUT/amplify_default.log"
 
 # 3. Tables for docs/results.md.
 $PY benchmarks/summarize_tasks.py "$OUT"/qa.json "$OUT"/qa_k3_alpha0.json "$OUT"/wordfreq_colors.json \
