@@ -78,9 +78,9 @@ def image_tokens(model, pixels: torch.Tensor) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=SHIPPED_DIR)
-    parser.add_argument("--steps-a", type=int, default=120)
+    parser.add_argument("--steps-a", type=int, default=600)
     parser.add_argument("--batch-a", type=int, default=96)
-    parser.add_argument("--steps-b", type=int, default=30)
+    parser.add_argument("--steps-b", type=int, default=120)
     parser.add_argument("--batch-b", type=int, default=16)
     parser.add_argument("--n-fashion", type=int, default=4000)
     parser.add_argument("--n-shapes", type=int, default=4000)
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument(
         "--budget-min",
         type=float,
-        default=40.0,
+        default=32.0,
         help="stop stage B after this many minutes in all (the last checkpoint is kept)",
     )
     args = parser.parse_args()

@@ -82,7 +82,7 @@ def test_class_name_lists():
         "dtd": 47,
     }
     assert class_names("Fashion-MNIST")[9] == "ankle boot"
-    with pytest.raises(KeyError, match="known"):
+    with pytest.raises(ValueError, match="known"):
         class_names("imagenet")
 
 
@@ -237,3 +237,56 @@ def test_caption_end_to_end(tiny_vlm, tmp_path):
     summary = result.summary()
     assert {"keyword_retention", "cider_retention"} <= set(summary.columns)
     assert json.loads((tmp_path / "caption.json").read_text())["kind"] == "headpursuit.vlm.caption"
+
+
+@pytest.mark.slow
+def test_classify_and_caption_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from headpursuit.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "classify.json"
+    result = runner.invoke(
+        app,
+        [
+            "classify",
+            "digits",
+            "--n-select",
+            "4",
+            "--n-eval",
+            "4",
+            "--ks",
+            "3",
+            "--seeds",
+            "1",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["kind"] == "headpursuit.vlm.classify" and saved["n_eval"] == 4
+    assert {row["condition"] for row in saved["rows"]} == {"unmodified", "somp", "random"}
+    out = tmp_path / "caption.json"
+    result = runner.invoke(
+        app,
+        [
+            "caption",
+            "--n-select",
+            "4",
+            "--n-eval",
+            "2",
+            "--ks",
+            "3",
+            "--alphas=-1",
+            "--seeds",
+            "1",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["kind"] == "headpursuit.vlm.caption"
+    result = runner.invoke(app, ["classify", "svhn", "--output", str(tmp_path / "x.json")])
+    assert result.exit_code == 2 and not (tmp_path / "x.json").exists()

@@ -31,6 +31,7 @@ from .capture import ArtifactError
 from .concepts import BUILTIN_CONCEPTS, ConceptError
 from .loading import ModelLoadError
 from .tasks.cli import register as _register_task_commands
+from .vlm.cli import register as _register_vlm_commands
 
 app = typer.Typer(
     help=(
@@ -638,5 +639,7 @@ def version() -> None:
     typer.echo(__version__)
 
 
-# The paper's language experiments: `qa`, `wordfreq`, `amplify`.
+# The paper's experiments: language (`qa`, `wordfreq`, `amplify`) and vision-language
+# (`classify`, `caption`).
 _register_task_commands(app)
+_register_vlm_commands(app)

@@ -127,5 +127,5 @@ def class_names(dataset: str) -> list[str]:
     """The class-name list of a dataset by name (see ``CLASS_NAMES``)."""
     key = dataset.lower().replace("-", "_")
     if key not in CLASS_NAMES:
-        raise KeyError(f"No class names for {dataset!r}; known: {sorted(CLASS_NAMES)}.")
+        raise ValueError(f"No class names for {dataset!r}; known: {sorted(CLASS_NAMES)}.")
     return list(CLASS_NAMES[key])
