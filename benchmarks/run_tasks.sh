@@ -29,6 +29,8 @@ $PY -m headpursuit.tasks.cli amplify colors --alphas=5 --output "$OUT/amplify_co
 # The defaults as a user runs them (timed in docs/performance.md).
 $PY -m headpursuit.tasks.cli wordfreq colors --output "$OUT/wordfreq_default.json" > "$OUT/wordfreq_default.log"
 $PY -m headpursuit.tasks.cli amplify colors --output "$OUT/amplify_default.json" > "$OUT/amplify_default.log"
+$PY -m headpursuit.tasks.cli wordfreq colors --ks 8 --fluency \
+    --output "$OUT/wordfreq_k8_alpha0_fluency.json" > "$OUT/wordfreq_k8_alpha0_fluency.log"
 
 # 3. Tables for docs/results.md.
 $PY benchmarks/summarize_tasks.py "$OUT"/qa.json "$OUT"/qa_k3_alpha0.json "$OUT"/wordfreq_colors.json \
