@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from headpursuit import jaccard  # noqa: E402
+from headpursuit.generation import generate  # noqa: E402
 from headpursuit.vlm import data  # noqa: E402
 from headpursuit.vlm.caption import caption, select_concept_heads  # noqa: E402
 from headpursuit.vlm.cider import cider  # noqa: E402
 from headpursuit.vlm.classify import (  # noqa: E402
     accuracy,
     classify,
-    generate_answers,
     prompt_for,
     select_heads,
 )
@@ -146,10 +146,11 @@ def main() -> None:
             )
             heldout[f"{name}_accuracy"], _ = accuracy(loaded, examples, names)
         scenes = data.shapes("test", args.n_heldout // 3)
-        captions = generate_answers(
+        _, captions = generate(
             loaded,
-            [e.image for e in scenes],
             [prompt_for(loaded, e.question) for e in scenes],
+            images=[e.image for e in scenes],
+            chat=False,
             max_new_tokens=16,
         )
         captions = [c.strip().split("\n")[0] for c in captions]

@@ -19,11 +19,12 @@ from pathlib import Path
 from ..architectures import AttentionSites
 from ..capture import write_json
 from ..concepts import concept_from_words
+from ..generation import generate
 from ..loading import LoadedModel
 from ..ranking import HeadRanking, matched_controls
 from ..steering import steer
 from .cider import cider, tokenize
-from .classify import generate_answers, mean_std, prompt_for, rank_image_heads
+from .classify import mean_std, prompt_for, rank_image_heads
 from .data import SHAPE_COLOURS, ImageExample
 
 COLOUR_WORDS = list(SHAPE_COLOURS)
@@ -156,7 +157,9 @@ def caption(
 
     def run(condition: str, k: int, seed: int, alpha: float, heads) -> CaptionRow:
         with steer(loaded.model, heads, alpha, positions=positions):
-            captions = generate_answers(loaded, images, prompts, max_new_tokens=max_new_tokens)
+            _, captions = generate(
+                loaded, prompts, images=images, chat=False, max_new_tokens=max_new_tokens
+            )
         captions = [re.split(r"\n", c.strip())[0] for c in captions]
         share, per_caption = keyword_stats(captions, words)
         score, _ = cider(references, captions)

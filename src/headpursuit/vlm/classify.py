@@ -17,13 +17,13 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..architectures import AttentionSites
 from ..capture import capture, write_json
 from ..concepts import concept_from_words
+from ..generation import generate
 from ..loading import LoadedModel
 from ..ranking import Head, HeadRanking, matched_controls, rank_heads
 from ..steering import steer
@@ -58,45 +58,6 @@ def prompt_for(loaded: LoadedModel, question: str) -> str:
     )
 
 
-def generate_answers(
-    loaded: LoadedModel,
-    images: Sequence[Any],
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int = 6,
-    batch_size: int = 32,
-) -> list[str]:
-    """Greedy answers, one per (image, prompt), decoded without special tokens."""
-    if loaded.processor is None:
-        raise ValueError(f"{loaded.model_id!r} is not a vision-language model.")
-    tokenizer = loaded.tokenizer
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    device = next(loaded.model.parameters()).device
-    answers: list[str] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            inputs = loaded.processor(
-                images=list(images[start : start + batch_size]),
-                text=list(prompts[start : start + batch_size]),
-                padding=True,
-                return_tensors="pt",
-            )
-            inputs = {key: value.to(device) for key, value in inputs.items()}
-            with torch.inference_mode():
-                output = loaded.model.generate(
-                    **inputs,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            new = output[:, inputs["input_ids"].shape[1] :]
-            answers += tokenizer.batch_decode(new, skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = old_side
-    return answers
-
-
 def accuracy(
     loaded: LoadedModel,
     examples: Sequence[ImageExample],
@@ -116,8 +77,13 @@ def accuracy(
     images = [e.image for e in examples]
     longest = max(len(loaded.tokenizer(name).input_ids) for name in class_names)
     with steer(loaded.model, heads, alpha, positions=positions):
-        answers = generate_answers(
-            loaded, images, prompts, max_new_tokens=longest + 1, batch_size=batch_size
+        _, answers = generate(
+            loaded,
+            prompts,
+            images=images,
+            chat=False,
+            max_new_tokens=longest + 1,
+            batch_size=batch_size,
         )
     names = [normalise(n) for n in class_names]
     hits = [normalise(a) == names[e.label] for a, e in zip(answers, examples, strict=True)]
