@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from headpursuit import AttentionSites, Head, capture, head_somp, load_model
-from headpursuit.capture import encode_batch, format_prompts
-from headpursuit.concepts import builtin_words
+from headpursuit.activations.capture import encode_batch, format_prompts
+from headpursuit.ranking.concepts import builtin_words
 from oracle import textbook_somp
 
 TEMPLATES = [

@@ -3,8 +3,8 @@
 import json
 
 from headpursuit import load_model
-from headpursuit.tasks import data
-from headpursuit.tasks.qa import score_questions
+from headpursuit.evaluation.language import data
+from headpursuit.evaluation.language.qa import score_questions
 
 loaded = load_model()
 _, eval_rows = data.split_countries(0)

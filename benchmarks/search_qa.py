@@ -7,9 +7,9 @@ import json
 import time
 
 from headpursuit import AttentionSites, capture, concept_from_words, load_model, steer
-from headpursuit.tasks import data
-from headpursuit.tasks.qa import score_questions
-from headpursuit.tasks.selection import parse_intervention, select_ranking
+from headpursuit.evaluation.language import data
+from headpursuit.evaluation.language.qa import score_questions
+from headpursuit.evaluation.language.selection import parse_intervention, select_ranking
 
 loaded = load_model()
 sites = AttentionSites(loaded.model)

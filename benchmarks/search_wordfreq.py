@@ -6,10 +6,10 @@ import sys
 import time
 
 from headpursuit import AttentionSites, capture, concept_from_words, load_model, steer
-from headpursuit.generation import generate
-from headpursuit.tasks import data
-from headpursuit.tasks.metrics import heldout_split, word_frequency
-from headpursuit.tasks.selection import parse_intervention, select_ranking
+from headpursuit.evaluation.language import data
+from headpursuit.evaluation.language.metrics import heldout_split, word_frequency
+from headpursuit.evaluation.language.selection import parse_intervention, select_ranking
+from headpursuit.steering.generation import generate
 
 concept = sys.argv[1] if len(sys.argv) > 1 else "colors"
 ks = [int(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [8]

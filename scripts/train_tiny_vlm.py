@@ -39,8 +39,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from headpursuit.vlm import data  # noqa: E402
-from headpursuit.vlm.tiny import (  # noqa: E402
+from headpursuit.evaluation.vision import data  # noqa: E402
+from headpursuit.models.tiny_vlm import (  # noqa: E402
     IMAGE_TOKEN,
     N_IMAGE_TOKENS,
     SHIPPED_DIR,
@@ -48,6 +48,7 @@ from headpursuit.vlm.tiny import (  # noqa: E402
     save_shipped,
     vlm_prompt,
 )
+from headpursuit.models.zoo import DEFAULT_MODEL, locate_named  # noqa: E402
 
 
 def log(record: dict, records: list[dict]) -> None:
@@ -97,7 +98,7 @@ def main() -> None:
     records: list[dict] = []
     start = time.time()
 
-    model, processor = build_tiny_vlm()
+    model, processor = build_tiny_vlm(locate_named(DEFAULT_MODEL))
     tokenizer = processor.tokenizer
     for param in model.parameters():
         param.requires_grad_(False)

@@ -17,18 +17,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from headpursuit import jaccard  # noqa: E402
-from headpursuit.generation import generate  # noqa: E402
-from headpursuit.vlm import data  # noqa: E402
-from headpursuit.vlm.caption import caption, select_concept_heads  # noqa: E402
-from headpursuit.vlm.cider import cider  # noqa: E402
-from headpursuit.vlm.classify import (  # noqa: E402
+from headpursuit import jaccard, load_model  # noqa: E402
+from headpursuit.evaluation.vision import data  # noqa: E402
+from headpursuit.evaluation.vision.caption import caption, select_concept_heads  # noqa: E402
+from headpursuit.evaluation.vision.cider import cider  # noqa: E402
+from headpursuit.evaluation.vision.classify import (  # noqa: E402
     accuracy,
     classify,
     prompt_for,
     select_heads,
 )
-from headpursuit.vlm.tiny import load_tiny_vlm  # noqa: E402
+from headpursuit.steering.generation import generate  # noqa: E402
 
 
 def _pm(mean: float, std: float) -> str:
@@ -127,7 +126,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     only = args.only.split(",")
     start = time.time()
-    loaded = load_tiny_vlm()
+    loaded = load_model("tiny-vlm")
     tasks = {
         "digits": (data.digits("train"), data.digits("test"), data.DIGIT_NAMES),
         "fashion": (

@@ -7,17 +7,18 @@ import json
 import sys
 from pathlib import Path
 
+import pandas
 import pytest
 import torch
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
-from headpursuit import Activations, Head, HeadRanking
-from headpursuit import cli as cli_module
-from headpursuit.cli import app, read_prompts
-from headpursuit.comparison import SteeringRun
-from headpursuit.explain import Explanation, HeadExplanation
+from headpursuit import Activations, Head, HeadRanking, InputError, read_prompts
+from headpursuit.cli import app
+from headpursuit.models import loading
+from headpursuit.ranking.explain import Explanation, HeadExplanation
 from headpursuit.report import build_report, evr_heatmap, jaccard_heatmap, jaccard_table
+from headpursuit.steering.comparison import SteeringRun
 
 PROMPTS = [
     "What colour is the sky on a clear day?",
@@ -50,7 +51,7 @@ def assert_user_error(result, *, code: int = 2, contains: str = "") -> str:
 @pytest.fixture
 def fast_load(monkeypatch, smollm):
     """Reuse the session's loaded SmolLM2 instead of loading it again per command."""
-    monkeypatch.setattr(cli_module, "_load", lambda *args, **kwargs: smollm)
+    monkeypatch.setattr(loading, "load_model", lambda *args, **kwargs: smollm)
     return smollm
 
 
@@ -64,10 +65,20 @@ def pipeline(tmp_path_factory, smollm):
     results = {"capture": invoke("capture", "--prompts", prompts, "--out", acts, "--batch-size", 4)}
     # The capture above loaded the model through the CLI; the rest reuse the session's copy.
     patch = pytest.MonkeyPatch()
-    patch.setattr(cli_module, "_load", lambda *args, **kwargs: smollm)
+    patch.setattr(loading, "load_model", lambda *args, **kwargs: smollm)
     results |= {
         "rank_colors": invoke(
-            "rank", acts, "colors", "--min-layer", "1", "--out", root / "colors.json"
+            "rank",
+            acts,
+            "colors",
+            "--criterion",
+            "evr",
+            "--layers",
+            "1:29",
+            "--out",
+            root / "colors.json",
+            "--csv",
+            root / "colors.csv",
         ),
         "rank_countries": invoke("rank", acts, "countries", "--out", root / "countries.json"),
     }
@@ -102,16 +113,21 @@ def test_capture_writes_activations(pipeline, smollm):
 
 
 @pytest.mark.slow
-def test_rank_writes_ranking_and_respects_min_layer(pipeline):
+def test_rank_writes_ranking_and_respects_the_layer_window(pipeline):
     root, results = pipeline
     colors = HeadRanking.load(root / "colors.json")
-    assert colors.concept == "colors" and colors.criterion == "evr, layers >= 1"
+    assert colors.concept == "colors" and colors.criterion == "evr" and colors.layers == (1, 29)
     assert all(head.layer >= 1 for head in colors.top(20))
-    assert (colors.scores[0] == -1.0).all() and (colors.evr[0] >= 0).all()
+    assert torch.equal(colors.scores, colors.evr)  # raw EVR: the score is the EVR
+    best_outside = float(colors.evr[0].max())
+    assert len(colors.order()) == 29 * 9
+    table = pandas.read_csv(root / "colors.csv")
+    assert list(table["head"][:5]) == [str(h) for h in colors.top(5)]
+    assert best_outside >= 0
     countries = HeadRanking.load(root / "countries.json")
-    assert countries.criterion == "evr"
-    best = countries.top(1)[0]
-    assert float(countries.scores[best]) == pytest.approx(float(countries.evr.max()))
+    assert countries.criterion == "specificity" and countries.layers is None
+    random_evr = countries.tables["random_evr"]
+    assert torch.allclose(countries.scores, countries.evr - random_evr)
     out = results["rank_colors"].stdout
     assert "Concept('colors'" in out and str(colors.top(1)[0]) in out
 
@@ -181,7 +197,7 @@ def test_capture_reads_jsonl_column(tmp_path, fast_load):
 def test_read_prompts_needs_column_for_jsonl(tmp_path):
     source = tmp_path / "prompts.jsonl"
     source.write_text(json.dumps({"text": "hi"}))
-    with pytest.raises(ValueError, match="--column"):
+    with pytest.raises(InputError, match="--column"):
         read_prompts(str(source))
     assert read_prompts(str(source), column="text") == ["hi"]
 
@@ -213,9 +229,9 @@ def test_wrong_artifact_types(pipeline, tmp_path, fast_load):
     result = invoke(
         "explain", root / "acts.safetensors", "--ranking", root / "explanation.json", "--out", out
     )
-    assert_user_error(result, contains="not a headpursuit ranking file")
+    assert_user_error(result, contains="not a headpursuit.ranking artifact")
     result = invoke("report", root / "acts.safetensors", "--out", tmp_path / "report.html")
-    assert_user_error(result, contains="JSON artifact")
+    assert_user_error(result, contains="activations")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -229,15 +245,21 @@ def test_unknown_concept(pipeline, tmp_path, fast_load):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("k", ["0", "271"])
-def test_k_out_of_range(pipeline, tmp_path, fast_load, k):
+@pytest.mark.parametrize(
+    ("k", "message"),
+    [
+        ("0", "Invalid value for '--top-k'"),
+        ("262", "k must be between 1 and 261 (the heads in layers 1:29)"),
+    ],
+)
+def test_k_out_of_range(pipeline, tmp_path, fast_load, k, message):
     root, _ = pipeline
     out = tmp_path / "explanation.json"
     result = invoke(
         "explain", root / "acts.safetensors", "--ranking", root / "colors.json", "--top-k", k,
         "--out", out,
     )  # fmt: skip
-    assert_user_error(result, contains="k must be between 1 and 270")
+    assert_user_error(result, contains=message)
     assert not out.exists()
 
 
@@ -271,7 +293,7 @@ def test_bad_head_name_is_a_one_line_error(tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("the model should not be loaded")
 
-    monkeypatch.setattr(cli_module, "_load", no_model)  # head errors come before loading
+    monkeypatch.setattr(loading, "load_model", no_model)  # head errors come before loading
     out = tmp_path / "steering.json"
     result = invoke("steer", "--prompt", "Hi", "--out", out)
     assert_user_error(result, contains="No heads given")
@@ -284,7 +306,7 @@ def test_ctrl_c_exits_130_without_a_file(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_module, "_load", interrupted)
+    monkeypatch.setattr(loading, "load_model", interrupted)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("hello\n")
     out = tmp_path / "acts.safetensors"
@@ -301,7 +323,7 @@ def test_help_teaches_the_pipeline():
         assert command in result.stdout
     assert "capture -> rank" in result.stdout
     rank_help = invoke("rank", "--help").stdout
-    assert "--min-layer" in rank_help and "colors" in rank_help
+    assert "--criterion" in rank_help and "--layers" in rank_help and "colors" in rank_help
 
 
 # --- the notebook API (no model needed) ----------------------------------------------
@@ -311,7 +333,7 @@ def synthetic_ranking(concept: str, seed: int) -> HeadRanking:
     generator = torch.Generator().manual_seed(seed)
     evr = torch.rand(4, 3, generator=generator, dtype=torch.float64)
     support = torch.randint(0, 50, (4, 3, 2), generator=generator)
-    return HeadRanking(concept, evr.clone(), evr, support, 2, "evr", "toy", "f" * 16, [1, 2])
+    return HeadRanking(concept, "evr", evr.clone(), evr, support, 2, "toy", "f" * 16, [1, 2])
 
 
 def test_report_functions_return_figures_and_frames():
@@ -338,9 +360,9 @@ def test_report_functions_return_figures_and_frames():
 
 def test_dataset_source_without_datasets_package_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
-    with pytest.raises(ValueError, match="needs the `datasets` package"):
+    with pytest.raises(InputError, match="needs the `datasets` package"):
         read_prompts("someone/questions", column="text")
-    with pytest.raises(FileNotFoundError, match="No prompts file"):
+    with pytest.raises(InputError, match="No prompts file"):
         read_prompts(str(tmp_path / "questions.txt"))
 
 
@@ -348,7 +370,7 @@ def test_dataset_source_without_datasets_package_is_a_clear_error(monkeypatch, t
 def test_demo_runs_the_whole_chain(tmp_path, fast_load):
     threads = torch.get_num_threads()
     try:
-        result = invoke("demo", "--out-dir", tmp_path, "--max-new-tokens", 6)
+        result = invoke("demo", "--out", tmp_path, "--max-new-tokens", 6)
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, (result.output, result.exception)
@@ -357,8 +379,8 @@ def test_demo_runs_the_whole_chain(tmp_path, fast_load):
         for kind in ("ranking", "explanation", "steering"):
             assert f"{kind}_{concept}.json" in names
         ranking = HeadRanking.load(tmp_path / f"ranking_{concept}.json")
-        assert all(head.layer >= 1 for head in ranking.top(3))
+        assert ranking.criterion == "specificity"
         run = SteeringRun.load(tmp_path / f"steering_{concept}.json")
         assert run.heads == ranking.top(3) and run.alpha == -1.0
     assert "report.html" in names and "activations.safetensors" in names
-    assert "layers >= 1 only" in result.stdout and "Report:" in result.stdout
+    assert "ranked by specificity" in result.stdout and "Report:" in result.stdout

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import tiny_tokenizer
 from headpursuit import BUILTIN_CONCEPTS, ConceptError, concept_from_words, resolve_concept
-from headpursuit.concepts import builtin_words, word_variants
+from headpursuit.ranking.concepts import builtin_words, word_variants
 
 
 def test_variants_cover_case_and_leading_space():

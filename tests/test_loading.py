@@ -9,7 +9,8 @@ import torch
 
 from conftest import tiny_model
 from headpursuit import ModelLoadError, load_model, weights_fingerprint
-from headpursuit.loading import _gguf_cache_path, default_gguf_path
+from headpursuit.io import TEMP_PREFIX
+from headpursuit.models.zoo import gguf_cache_path, packaged_gguf
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
@@ -30,11 +31,11 @@ def test_fingerprint_tracks_weights_not_dtype():
 
 @pytest.mark.slow
 def test_default_model_is_cached_as_plain_checkpoint(smollm):
-    cache = _gguf_cache_path(default_gguf_path())
+    cache = gguf_cache_path(packaged_gguf("smollm2-135m"))
     assert (cache / "config.json").exists()
-    assert not list(cache.parent.glob(f".{cache.name}-*"))
+    assert not list(cache.parent.glob(f"{TEMP_PREFIX}*"))
     start = time.perf_counter()
-    again = load_model(str(default_gguf_path()))
+    again = load_model(str(packaged_gguf("smollm2-135m")))
     elapsed = time.perf_counter() - start
     assert again.fingerprint == smollm.fingerprint
     assert "quantization_config" not in again.model.config.to_dict()

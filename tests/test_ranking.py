@@ -14,7 +14,10 @@ from headpursuit import (
     AttentionSites,
     Head,
     HeadRanking,
+    InputError,
+    as_heads,
     capture,
+    draw_controls,
     head_somp,
     jaccard,
     matched_controls,
@@ -30,7 +33,8 @@ def ranked():
     sites = AttentionSites(loaded.model)
     acts = capture(loaded, random_prompts(12), progress=False)
     tokens = [5, 9, 40, 41, 77, 100]
-    return acts, sites, tokens, rank_heads(acts, sites, tokens, concept="toy", n_atoms=3)
+    ranking = rank_heads(acts, sites, tokens, criterion="evr", concept="toy", n_atoms=3)
+    return acts, sites, tokens, ranking
 
 
 def test_ranking_uses_the_restricted_somp_evr(ranked):
@@ -69,11 +73,15 @@ def test_ranking_files_round_trip(ranked, tmp_path):
     assert torch.equal(back.support, ranking.support)
     frame = HeadRanking.to_frame(ranking)
     assert list(frame["head"][:3]) == [str(h) for h in ranking.top(3)]
-    ranking.save(tmp_path / "r.csv")
-    assert (tmp_path / "r.csv").read_text().startswith("rank,head")
+    with pytest.raises(InputError, match="CSV is an export"):
+        ranking.save(tmp_path / "r.csv")
+    assert not (tmp_path / "r.csv").exists()
     (tmp_path / "other.json").write_text(json.dumps({"kind": "something else"}))
-    with pytest.raises(ArtifactError, match="not a headpursuit ranking"):
+    with pytest.raises(ArtifactError, match=r"not a headpursuit\.ranking artifact"):
         HeadRanking.load(tmp_path / "other.json")
+    windowed = HeadRanking.load(ranking.with_window((1, 2)).save(tmp_path / "w.json"))
+    assert windowed.layers == (1, 2) and windowed.order() == ranking.with_window((1, 2)).order()
+    assert all(h.layer >= 1 for h in windowed.order()) and len(windowed.order()) == 12
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -99,11 +107,16 @@ def test_jaccard_and_head_parsing():
     assert parse_head("L12H3") == Head(12, 3) == parse_head("12.3")
     with pytest.raises(ValueError, match="L12H3"):
         parse_head("twelve")
+    with pytest.raises(InputError, match="non-negative"):
+        as_heads([(-1, 2)])
+    assert as_heads([(1, 2), "L1H2", Head(3, 0)]) == [Head(1, 2), Head(3, 0)]
 
 
 def test_matched_controls_can_borrow_from_nearest_layers():
     selected = [Head(2, h) for h in range(5)] + [Head(0, 0)]
-    controls = matched_controls(selected, 4, 6, seed=1, overflow="nearest")
+    draw = draw_controls(selected, 4, 6, seed=1)
+    controls = draw.heads
+    assert draw.borrowed == {2: 4}
     assert len(controls) == 6 and not set(controls) & set(selected)
     assert Counter(h.layer for h in controls)[2] == 1  # the one free head of layer 2
     assert controls[0].layer == 0  # layer 0 matched as usual

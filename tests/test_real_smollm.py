@@ -15,6 +15,8 @@ from headpursuit import (
     somp,
     steer,
 )
+from headpursuit.activations.capture import encode_batch, pooling_positions
+from headpursuit.activations.prompts import format_prompts
 from oracle import textbook_somp
 
 pytestmark = pytest.mark.slow
@@ -50,7 +52,8 @@ def test_sites_of_the_real_model(real):
 
 
 def test_contributions_sum_to_o_proj_output(real):
-    loaded, sites, acts = real
+    loaded, sites, _ = real
+    acts = capture(loaded, PROMPTS[3:4], chat=True, pooling="all", progress=False)
     outputs = {}
     handles = [
         site.out_proj.register_forward_hook(
@@ -68,9 +71,22 @@ def test_contributions_sum_to_o_proj_output(real):
         for handle in handles:
             handle.remove()
     for layer in (0, 14, 29):
-        total = sum(acts.residual(sites, layer, h)[3] for h in range(9))
+        total = sum(acts.residual(sites, layer, h)[0] for h in range(9))
         relative = (total - outputs[layer]).norm() / outputs[layer].norm()
         assert relative < 1e-5
+
+
+def test_mean_pooling_covers_exactly_the_users_text_in_the_chat_template(real):
+    loaded, _, _ = real
+    texts = format_prompts(loaded.tokenizer, PROMPTS, chat=True)
+    assert "system" in texts[0]  # SmolLM2's template adds a system turn
+    batch = encode_batch(loaded, texts, None, 512, chat=True, contents=list(PROMPTS))
+    chosen = pooling_positions(batch, "mean", None)
+    for row, prompt in enumerate(PROMPTS):
+        ids = batch["input_ids"][row][chosen[row]]
+        assert loaded.tokenizer.decode(ids).strip() == prompt
+    # "all" keeps the scaffolding: many more positions.
+    assert (pooling_positions(batch, "all", None).sum(1) > chosen.sum(1) + 20).all()
 
 
 def test_fast_somp_matches_textbook_on_real_activations(real):

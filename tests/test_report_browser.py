@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from headpursuit import Head, HeadRanking
-from headpursuit.comparison import SteeringRun
-from headpursuit.explain import Explanation, HeadExplanation
+from headpursuit.ranking.explain import Explanation, HeadExplanation
 from headpursuit.report import write_report
+from headpursuit.steering.comparison import SteeringRun
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -26,7 +26,7 @@ def _ranking(concept: str, seed: int) -> HeadRanking:
     generator = torch.Generator().manual_seed(seed)
     evr = torch.rand(30, 9, generator=generator, dtype=torch.float64)
     support = torch.randint(0, 1000, (30, 9, 3), generator=generator)
-    return HeadRanking(concept, evr.clone(), evr, support, 3, "evr", "toy", "f" * 16, [1, 2, 3])
+    return HeadRanking(concept, "evr", evr.clone(), evr, support, 3, "toy", "f" * 16, [1, 2, 3])
 
 
 def _artifacts() -> list:

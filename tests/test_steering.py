@@ -28,16 +28,42 @@ def _logits(loaded, inputs):
         return loaded.model(**inputs).logits
 
 
+def _out_proj_io(loaded, inputs, layer: int):
+    """(input, output) of one layer's attention output projection in a forward pass."""
+    site = AttentionSites(loaded.model).layers[layer]
+    seen = {}
+
+    def record(module, args, output):
+        seen["z"], seen["out"] = args[0].detach().clone(), output.detach().clone()
+
+    handle = site.out_proj.register_forward_hook(record)
+    try:
+        _logits(loaded, inputs)
+    finally:
+        handle.remove()
+    return site.out_proj, seen["z"], seen["out"]
+
+
 @pytest.mark.parametrize("name", ARCHITECTURE_NAMES)
-def test_alpha_one_is_bit_identical(name):
+@pytest.mark.parametrize("alpha", [1.0, 3.0, -1.0])
+def test_alpha_scales_exactly_one_heads_slice(name, alpha):
+    """Oracle: the projection applied to its own input with the head's columns scaled by hand."""
     loaded = tiny_model(name)
     inputs = _inputs(loaded)
     sites = AttentionSites(loaded.model)
-    every_head = [Head(l, h) for l in range(sites.n_layers) for h in range(sites.n_heads)]
-    before = _logits(loaded, inputs)
-    with steer(loaded.model, every_head, alpha=1.0):
-        during = _logits(loaded, inputs)
-    assert torch.equal(before, during)
+    layer, head, dh = 1, sites.n_heads - 1, sites.head_dim
+    module, z, plain_out = _out_proj_io(loaded, inputs, layer)
+    edited = z.clone()
+    edited[..., head * dh : (head + 1) * dh] *= alpha
+    with torch.no_grad():
+        expected = module(edited)
+    with steer(loaded.model, [Head(layer, head)], alpha=alpha):
+        _, _, steered_out = _out_proj_io(loaded, inputs, layer)
+    torch.testing.assert_close(steered_out, expected, rtol=1e-5, atol=1e-6)
+    if alpha == 1.0:
+        assert torch.equal(steered_out, plain_out)
+    else:
+        assert not torch.allclose(steered_out, plain_out)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURE_NAMES)
@@ -89,7 +115,9 @@ def test_positions_in_a_plain_forward_pass():
     with steer(loaded.model, heads, alpha=-1.0, positions="generated"):
         generated_only = _logits(loaded, inputs)
     assert torch.equal(prompt_only, everywhere)
+    # A plain forward pass has no generated positions: nothing changes.
     assert torch.equal(generated_only, _logits(loaded, inputs))
+    assert not torch.equal(everywhere, generated_only)
 
 
 def test_positions_during_generation():
@@ -117,6 +145,8 @@ def test_positions_during_generation():
     )
     assert not torch.equal(prompt_only, plain)
     assert not torch.equal(everywhere, prompt_only)
+    # The hooks fire on the generated positions: later tokens change.
+    assert not torch.equal(generated_only, plain)
 
 
 def test_image_positions_leave_text_only_prompts_unchanged():
@@ -134,22 +164,43 @@ def test_image_positions_leave_text_only_prompts_unchanged():
     assert not torch.allclose(steered, _logits(loaded, with_image))
 
 
-def test_mean_replacement_and_bad_heads():
+def test_replacement_and_edit_functions_and_bad_heads():
     loaded = tiny_model("gpt2")
     inputs = _inputs(loaded)
     sites = AttentionSites(loaded.model)
-    zeros = torch.zeros(sites.n_layers, sites.n_heads, sites.head_dim)
-    with steer(
-        loaded.model, [Head(1, h) for h in range(sites.n_heads)], alpha=1.0, replacement=zeros
-    ):
-        replaced = _logits(loaded, inputs)
-    with steer(loaded.model, [Head(1, h) for h in range(sites.n_heads)], alpha=0.0):
-        ablated = _logits(loaded, inputs)
-    torch.testing.assert_close(replaced, ablated)
+    generator = torch.Generator().manual_seed(3)
+    replacement = torch.randn(sites.n_layers, sites.n_heads, sites.head_dim, generator=generator)
+    layer, heads, dh = 1, [0, 2], sites.head_dim
+    module, z, _ = _out_proj_io(loaded, inputs, layer)
+    expected_z = z.clone()
+    for h in heads:
+        expected_z[..., h * dh : (h + 1) * dh] = 0.5 * replacement[layer, h]
+    with torch.no_grad():
+        expected = module(expected_z)
+    with steer(loaded.model, [Head(layer, h) for h in heads], 0.5, replacement=replacement):
+        _, _, replaced = _out_proj_io(loaded, inputs, layer)
+    torch.testing.assert_close(replaced, expected, rtol=1e-5, atol=1e-6)
+
+    # Any function of the slice: here, keep only the slice's first coordinate.
+    def first_only(part, head_index):
+        out = torch.zeros_like(part)
+        out[..., 0] = part[..., 0]
+        return out
+
+    expected_z = z.clone()
+    for h in heads:
+        expected_z[..., h * dh + 1 : (h + 1) * dh] = 0
+    with torch.no_grad():
+        expected = module(expected_z)
+    with steer(loaded.model, [(layer, h) for h in heads], edit=first_only):
+        _, _, edited = _out_proj_io(loaded, inputs, layer)
+    torch.testing.assert_close(edited, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="outside this model"), steer(loaded.model, [Head(9, 0)]):
         pass
     with (
         pytest.raises(ValueError, match="positions"),
         steer(loaded.model, [Head(0, 0)], positions="x"),
     ):
+        pass
+    with pytest.raises(ValueError, match="finite"), steer(loaded.model, ["L0H0"], float("nan")):
         pass

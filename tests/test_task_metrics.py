@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from headpursuit.tasks.metrics import (
+from headpursuit.evaluation.language.metrics import (
     count_words,
     exact_match,
     heldout_split,

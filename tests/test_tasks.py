@@ -9,16 +9,15 @@ import pytest
 import torch
 
 from headpursuit import AttentionSites, capture, steer
-from headpursuit.generation import generate
-from headpursuit.tasks import data
-from headpursuit.tasks.qa import run_qa
-from headpursuit.tasks.selection import (
-    apply_window,
+from headpursuit.evaluation.language import data
+from headpursuit.evaluation.language.qa import run_qa
+from headpursuit.evaluation.language.selection import (
     heads_for_percent,
     parse_intervention,
     select_ranking,
 )
-from headpursuit.tasks.wordfreq import run_wordfreq
+from headpursuit.evaluation.language.wordfreq import run_wordfreq
+from headpursuit.steering.generation import generate
 
 
 def test_parse_intervention_and_percent():
@@ -65,9 +64,9 @@ def test_selection_protocols_and_window(smollm):
         )
         assert ranking.scores.shape == (sites.n_layers, sites.n_heads)
         assert all(10 <= h.layer <= 29 for h in ranking.top(8))
-        assert torch.isinf(ranking.scores[:10]).all()
+        assert torch.isfinite(ranking.scores).all() and ranking.layers == (10, 29)
     plain = select_ranking("evr", acts, sites, token_ids, n_atoms=2)
-    assert torch.equal(apply_window(plain, None).scores, plain.scores)
+    assert plain.with_window(None).order() == plain.order()
 
 
 @pytest.mark.slow
@@ -113,7 +112,7 @@ def test_run_qa_tiny(smollm, tmp_path):
 
 @pytest.mark.slow
 def test_run_wordfreq_and_amplify_tiny(smollm, tmp_path):
-    from headpursuit.tasks.amplify import run_amplify
+    from headpursuit.evaluation.language.amplify import run_amplify
 
     prompts = data.NEUTRAL_PROMPTS[:4]
     result = run_wordfreq(
@@ -144,12 +143,33 @@ def test_run_wordfreq_and_amplify_tiny(smollm, tmp_path):
     frame = amplified.to_frame()
     assert "perplexity" in frame.columns
     assert (frame["perplexity_norm"] == 1.0).all()
-    assert frame["perplexity"].iloc[0] > 1.0
+
+
+@pytest.mark.slow
+def test_continuation_perplexity_matches_a_hand_computation(smollm):
+    from headpursuit.evaluation.language.metrics import continuation_perplexity
+
+    prompts = ["The sky is", "Two plus two is"]
+    continuations = [" blue today.", " four."]
+    nll, count = 0.0, 0
+    for prompt, continuation in zip(prompts, continuations, strict=True):
+        p = smollm.tokenizer.encode(prompt, add_special_tokens=False)
+        c = smollm.tokenizer.encode(continuation, add_special_tokens=False)
+        with torch.no_grad():
+            logits = smollm.model(input_ids=torch.tensor([p + c])).logits[0]
+        for offset, token in enumerate(c):  # token p+offset is predicted at p+offset-1
+            row = torch.log_softmax(logits[len(p) + offset - 1].double(), -1)
+            nll -= float(row[token])
+            count += 1
+    expected = math.exp(nll / count)
+    assert continuation_perplexity(smollm, prompts, continuations) == pytest.approx(
+        expected, rel=1e-4
+    )
 
 
 def test_random_controls_fall_back_to_nearest_layers():
     from headpursuit import Head
-    from headpursuit.tasks.selection import random_controls
+    from headpursuit.evaluation.language.selection import random_controls
 
     selected = [Head(23, i) for i in range(5)] + [Head(29, 0)]
     controls = random_controls(selected, 30, 9, seed=1)

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from headpursuit import AttentionSites, Head, capture, steer
-from headpursuit.vlm import data
-from headpursuit.vlm.caption import caption, keyword_stats
-from headpursuit.vlm.cider import cider, cider_port, tokenize
-from headpursuit.vlm.class_names import CLASS_NAMES, class_names, normalise
-from headpursuit.vlm.classify import classify, prompt_for
-from headpursuit.vlm.tiny import IMAGE_TOKEN, N_IMAGE_TOKENS, SHIPPED_DIR, vlm_prompt
+from headpursuit.evaluation.vision import data
+from headpursuit.evaluation.vision.caption import caption, keyword_stats
+from headpursuit.evaluation.vision.cider import cider
+from headpursuit.evaluation.vision.class_names import CLASS_NAMES, class_names, normalise
+from headpursuit.evaluation.vision.classify import classify, prompt_for
+from headpursuit.models.tiny_vlm import IMAGE_TOKEN, N_IMAGE_TOKENS, SHIPPED_DIR, vlm_prompt
 
 # ---------------------------------------------------------------- fast: no model -------
 
@@ -94,25 +94,20 @@ def test_normalise(raw, clean):
     assert normalise(raw) == clean
 
 
-def test_cider_port_matches_pycocoevalcap():
+def test_cider_scores_overlap_per_caption():
     references = [
         ["a small red circle", "a red circle"],
-        [
-            "a large blue square and a small red circle",
-            "a small red circle and a large blue square",
-        ],
+        ["a large blue square and a small red circle"],
         ["a green triangle"],
         ["a small white square and a large purple triangle"],
     ]
-    candidates = ["a small red circle", "a large blue square", "a blue triangle", "nothing"]
-    mean, per = cider_port(
-        [[tokenize(r) for r in group] for group in references], [tokenize(c) for c in candidates]
-    )
-    pytest.importorskip("pycocoevalcap")
-    expected_mean, expected = cider(references, candidates)
-    assert mean == pytest.approx(expected_mean, abs=1e-9)
-    assert per == pytest.approx(expected, abs=1e-9)
-    assert per[3] == 0.0
+    candidates = ["A small red circle.", "a large blue square", "a blue triangle", "nothing"]
+    mean, per = cider(references, candidates)
+    assert len(per) == 4 and mean == pytest.approx(sum(per) / 4)
+    assert per[3] == 0.0  # no n-gram in common
+    assert per[0] > per[2] > 0.0  # an exact match of a reference beats one shared word
+    swapped_mean, swapped = cider(references[::-1], candidates[::-1])
+    assert swapped == pytest.approx(per[::-1]) and swapped_mean == pytest.approx(mean)
 
 
 def test_keyword_stats():
@@ -128,9 +123,9 @@ def test_keyword_stats():
 
 @pytest.fixture(scope="module")
 def tiny_vlm():
-    from headpursuit.vlm.tiny import load_tiny_vlm
+    from headpursuit import load_model
 
-    return load_tiny_vlm()
+    return load_model("tiny-vlm")
 
 
 @pytest.mark.slow

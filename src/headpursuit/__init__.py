@@ -1,63 +1,108 @@
 """headpursuit: find the attention heads that specialise in a concept, and edit the model through them.
 
-The pipeline, one module per stage::
+The pipeline, one sub-package per stage, data flowing one way::
 
-    load_model -> capture -> (somp / logit_lens) -> rank_heads -> steer
+    models       load_model, AttentionSites          -> a model and where its heads are
+    activations  capture                              -> Activations (pooled z per head)
+    ranking      rank_heads, explain_heads, controls  -> HeadRanking, Explanation
+    steering     steer, compare_generations           -> SteeringRun
+    evaluation   the paper's experiments              -> experiment results
+    report       write_report                         -> one HTML file
 
 See the README for a tour.
 """
 
 from ._version import __version__
-from .architectures import (
+from .activations import Activations, capture, read_prompts
+from .errors import (
+    ArtifactError,
+    ConceptError,
+    DegenerateDataError,
+    InputError,
+    ModelLoadError,
+    UnsupportedArchitectureError,
+    UserError,
+)
+from .heads import Head, as_heads, parse_head
+from .io import load_artifact
+from .models import (
     ARCHITECTURES,
+    MODELS,
     ArchitectureSpec,
     AttentionSites,
-    UnsupportedArchitectureError,
+    LoadedModel,
+    load_model,
     register_architecture,
+    weights_fingerprint,
 )
-from .capture import Activations, ArtifactError, capture
-from .comparison import SteeringRun, compare_generations
-from .concepts import BUILTIN_CONCEPTS, Concept, ConceptError, concept_from_words, resolve_concept
-from .explain import Explanation, HeadExplanation, explain_heads
-from .loading import LoadedModel, ModelLoadError, load_model, weights_fingerprint
-from .pursuit import SOMPResult, logit_lens, somp, somp_factored
-from .ranking import Head, HeadRanking, head_somp, jaccard, matched_controls, parse_head, rank_heads
-from .steering import steer
+from .ranking import (
+    BUILTIN_CONCEPTS,
+    CRITERIA,
+    Concept,
+    Explanation,
+    HeadExplanation,
+    HeadRanking,
+    SOMPResult,
+    concept_from_words,
+    draw_controls,
+    explain_heads,
+    head_somp,
+    jaccard,
+    logit_lens,
+    matched_controls,
+    rank_heads,
+    resolve_concept,
+    somp,
+    somp_factored,
+    word_token_ids,
+)
+from .steering import SteeringRun, compare_generations, generate, steer
 
 __all__ = [
     "ARCHITECTURES",
     "BUILTIN_CONCEPTS",
+    "CRITERIA",
+    "MODELS",
     "Activations",
     "ArchitectureSpec",
     "ArtifactError",
     "AttentionSites",
     "Concept",
     "ConceptError",
+    "DegenerateDataError",
     "Explanation",
     "Head",
     "HeadExplanation",
     "HeadRanking",
+    "InputError",
     "LoadedModel",
     "ModelLoadError",
     "SOMPResult",
     "SteeringRun",
     "UnsupportedArchitectureError",
+    "UserError",
     "__version__",
+    "as_heads",
     "capture",
     "compare_generations",
     "concept_from_words",
+    "draw_controls",
     "explain_heads",
+    "generate",
     "head_somp",
     "jaccard",
+    "load_artifact",
     "load_model",
     "logit_lens",
     "matched_controls",
     "parse_head",
     "rank_heads",
+    "read_prompts",
     "register_architecture",
     "resolve_concept",
     "somp",
     "somp_factored",
     "steer",
     "weights_fingerprint",
+    "word_token_ids",
 ]

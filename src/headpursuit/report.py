@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,35 +19,14 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from ._version import __version__
-from .capture import ArtifactError, atomic_write
-from .comparison import STEERING_KIND, SteeringRun
-from .explain import EXPLANATION_KIND, Explanation
-from .ranking import RANKING_KIND, HeadRanking, jaccard
+from .errors import InputError
+from .io import atomic_write
+from .ranking.controls import jaccard
+from .ranking.explain import Explanation
+from .ranking.head_ranking import HeadRanking
+from .steering.comparison import SteeringRun
 
 Artifact = HeadRanking | Explanation | SteeringRun
-
-
-def load_artifact(path: str | os.PathLike[str]) -> Artifact:
-    """Read any JSON artifact (ranking, explanation, steering run) by its ``kind``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No file at {path}")
-    try:
-        kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-        raise ArtifactError(
-            f"{path} is not a headpursuit JSON artifact (ranking, explanation or steering run)."
-        ) from error
-    if kind == RANKING_KIND:
-        return HeadRanking.load(path)
-    if kind == EXPLANATION_KIND:
-        return Explanation.load(path)
-    if kind == STEERING_KIND:
-        return SteeringRun.load(path)
-    raise ArtifactError(
-        f"{path} has kind={kind!r}; the report reads rankings, explanations and steering runs "
-        "(activations files are summarised through `headpursuit rank` / `explain`)."
-    )
 
 
 def evr_heatmap(ranking: HeadRanking, *, top_k: int = 10) -> Figure:
@@ -161,7 +139,7 @@ def build_report(
         top_k: heads per ranking shown in tables, outlined in heatmaps and used for Jaccard.
     """
     if not artifacts:
-        raise ValueError("No artifacts to report on; pass ranking/explanation/steering JSON files.")
+        raise InputError("No artifacts to report on; pass ranking/explanation/steering JSON files.")
     rankings = [a for a in artifacts if isinstance(a, HeadRanking)]
     explanations = [a for a in artifacts if isinstance(a, Explanation)]
     runs = [a for a in artifacts if isinstance(a, SteeringRun)]

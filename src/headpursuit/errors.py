@@ -1,0 +1,38 @@
+"""The errors headpursuit raises on purpose, and the line between a user's mistake and a bug.
+
+Every error a user can fix derives from :class:`UserError`: the command line prints its
+message as one line and exits with status 2. Anything else that escapes is a bug in
+headpursuit (or in a library under it): the command line prints the traceback, asks for a
+report, and exits with status 1. :class:`UserError` derives from ``ValueError`` so that
+API callers who catch ``ValueError`` keep working.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Something the user can fix; the message says what was wrong and how to fix it."""
+
+
+class InputError(UserError):
+    """An argument, option or input file is out of range, of the wrong type, or missing."""
+
+
+class ArtifactError(UserError):
+    """A file is not the artifact it should be, is damaged, or belongs to another model."""
+
+
+class ConceptError(UserError):
+    """A concept name or word list is unusable."""
+
+
+class ModelLoadError(UserError):
+    """A model could not be found or loaded."""
+
+
+class UnsupportedArchitectureError(UserError):
+    """The model's attention heads cannot be located or split exactly."""
+
+
+class DegenerateDataError(UserError):
+    """The data cannot give a meaningful result (e.g. fewer than two distinct samples)."""

@@ -1,0 +1,1 @@
+"""The vision-language experiments (paper §4.2): image classification and captioning."""

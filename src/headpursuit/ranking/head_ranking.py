@@ -1,0 +1,267 @@
+"""The ranking artifact: every head scored for one concept, and SOMP run per head.
+
+A :class:`HeadRanking` holds one score per head (``[n_layers, n_heads]``, higher = more
+specialised) under a named criterion, the concept-restricted SOMP EVR and support when
+they were computed, any further per-head tables the criterion produced (e.g. the mean EVR
+of the random dictionaries), and an optional layer window outside which heads are never
+chosen. :func:`head_somp` runs SOMP on heads' residual contributions in head space.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from ..activations.store import Activations
+from ..errors import InputError
+from ..heads import Head, HeadLike, as_heads, check_heads
+from ..io import Fields, JsonArtifact, register_artifact
+from ..models.architectures import AttentionSites
+from .pursuit import SOMPResult, somp_factored
+
+
+def head_somp(
+    activations: Activations,
+    sites: AttentionSites,
+    dictionary: torch.Tensor,
+    n_atoms: int,
+    *,
+    center: bool = True,
+    heads: Sequence[HeadLike] | None = None,
+    progress: bool = False,
+) -> SOMPResult:
+    """SOMP on every head's (or the given heads') contributions, computed in head space.
+
+    Args:
+        activations: pooled ``z`` of shape ``[n, n_layers, n_heads, head_dim]``.
+        dictionary: ``[v, d_model]`` atoms (e.g. rows of the unembedding).
+        heads: the heads (default: all, layer-major).
+
+    Returns:
+        :class:`SOMPResult` with one row per head, in ``heads`` order.
+    """
+    activations.check_model(sites)
+    if heads is None:
+        chosen = [Head(l, h) for l in range(sites.n_layers) for h in range(sites.n_heads)]
+    else:
+        chosen = as_heads(heads)
+        check_heads(chosen, sites.n_layers, sites.n_heads)
+    maps_by_layer = {layer: sites.head_matrices(layer) for layer in {h.layer for h in chosen}}
+    codes = torch.stack([activations.pooled[:, h.layer, h.head] for h in chosen])
+    maps = torch.stack([maps_by_layer[h.layer][h.head] for h in chosen])
+    return somp_factored(codes, maps, dictionary, n_atoms, center=center, progress=progress)
+
+
+def check_window(layers: tuple[int, int] | None, n_layers: int) -> tuple[int, int] | None:
+    """Validate a layer window ``(first, last)`` (inclusive) against ``n_layers``."""
+    if layers is None:
+        return None
+    first, last = (int(x) for x in layers)
+    if not 0 <= first <= last < n_layers:
+        raise InputError(
+            f"Layer window {first}:{last} is not inside 0:{n_layers - 1} (first <= last)."
+        )
+    return first, last
+
+
+@register_artifact
+@dataclass
+class HeadRanking(JsonArtifact):
+    """Heads scored for one concept.
+
+    Attributes:
+        concept: the concept's name.
+        criterion: how ``scores`` were computed ("evr", "specificity", "logit_lens",
+            "logit_lens_z"; see :mod:`headpursuit.ranking.criteria`).
+        scores: ``[n_layers, n_heads]`` float64, higher = more specialised.
+        evr: ``[n_layers, n_heads]`` concept-restricted SOMP EVR with ``n_atoms`` atoms
+            (NaN where not computed).
+        support: ``[n_layers, n_heads, n_atoms]`` the concept tokens SOMP chose per head.
+        n_atoms: atoms per head (0 when SOMP was not run).
+        model_id, fingerprint: the model the activations came from.
+        token_ids: the concept's dictionary rows.
+        layers: optional inclusive layer window ``(first, last)``; heads outside it are
+            never chosen by :meth:`order` / :meth:`top`.
+        tables: further ``[n_layers, n_heads]`` tables by name (e.g. ``"random_evr"``).
+        settings: the criterion's settings (e.g. ``n_random``, ``seed``).
+    """
+
+    kind = "headpursuit.ranking"
+    made_by = "headpursuit rank"
+    schema_version = 2
+
+    concept: str
+    criterion: str
+    scores: torch.Tensor
+    evr: torch.Tensor
+    support: torch.Tensor
+    n_atoms: int
+    model_id: str
+    fingerprint: str
+    token_ids: list[int] = field(default_factory=list)
+    layers: tuple[int, int] | None = None
+    tables: dict[str, torch.Tensor] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.scores.shape)  # type: ignore[return-value]
+
+    @property
+    def n_heads_total(self) -> int:
+        return self.scores.numel()
+
+    def eligible(self) -> list[Head]:
+        """The heads inside the layer window (all heads without one)."""
+        n_layers, n_heads = self.shape
+        first, last = self.layers if self.layers is not None else (0, n_layers - 1)
+        return [Head(l, h) for l in range(first, last + 1) for h in range(n_heads)]
+
+    def order(self) -> list[Head]:
+        """Heads inside the window, best first (ties broken by layer, then head)."""
+        return sorted(self.eligible(), key=lambda h: (-float(self.scores[h]), h.layer, h.head))
+
+    def top(self, k: int) -> list[Head]:
+        """The ``k`` best heads inside the window."""
+        available = len(self.eligible())
+        if not 1 <= k <= available:
+            where = "" if self.layers is None else f" in layers {self.layers[0]}:{self.layers[1]}"
+            raise InputError(f"k must be between 1 and {available} (the heads{where}), got {k}.")
+        return self.order()[:k]
+
+    def with_window(self, layers: tuple[int, int] | None) -> HeadRanking:
+        """A copy whose order is restricted to the inclusive layer window ``layers``."""
+        return replace(self, layers=check_window(layers, self.shape[0]))
+
+    def rank_of(self, head: HeadLike) -> int | None:
+        """1-based rank of a head in :meth:`order` (``None`` outside the window)."""
+        ranks = {h: i + 1 for i, h in enumerate(self.order())}
+        return ranks.get(as_heads([head])[0])
+
+    def to_frame(self):
+        """A pandas DataFrame, one row per head in the window, best first."""
+        import pandas as pd
+
+        rows = []
+        for rank, head in enumerate(self.order(), start=1):
+            row = {
+                "rank": rank,
+                "head": str(head),
+                "layer": head.layer,
+                "head_index": head.head,
+                "score": float(self.scores[head]),
+                "evr": float(self.evr[head]),
+            }
+            row.update({name: float(table[head]) for name, table in self.tables.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        best = ", ".join(f"{h} ({float(self.scores[h]):.3f})" for h in self.order()[:5])
+        window = "" if self.layers is None else f", layers {self.layers[0]}:{self.layers[1]}"
+        return f"HeadRanking({self.concept!r}, criterion={self.criterion!r}{window}, top: {best})"
+
+    # -- JSON -----------------------------------------------------------------------------
+
+    def body(self) -> dict:
+        return {
+            "concept": self.concept,
+            "criterion": self.criterion,
+            "model_id": self.model_id,
+            "fingerprint": self.fingerprint,
+            "shape": list(self.shape),
+            "n_atoms": self.n_atoms,
+            "layers": None if self.layers is None else list(self.layers),
+            "token_ids": list(self.token_ids),
+            "settings": self.settings,
+            "scores": self.scores.tolist(),
+            "evr": [[None if math.isnan(x) else x for x in row] for row in self.evr.tolist()],
+            "support": self.support.tolist(),
+            "tables": {name: table.tolist() for name, table in self.tables.items()},
+        }
+
+    @classmethod
+    def from_body(cls, fields: Fields) -> HeadRanking:
+        n_layers, n_heads = _shape(fields)
+        n_atoms = fields.int("n_atoms", minimum=0, maximum=1_000_000)
+        layers = fields.raw("layers", None)
+        if layers is not None:
+            if not (isinstance(layers, list) and len(layers) == 2):
+                raise fields.error("field 'layers' must be [first, last] or null")
+            try:
+                layers = check_window(tuple(layers), n_layers)
+            except (InputError, TypeError, ValueError) as error:
+                raise fields.error(f"field 'layers': {error}") from error
+        scores = _table(fields, "scores", n_layers, n_heads)
+        evr = _table(fields, "evr", n_layers, n_heads, allow_null=True)
+        support = _support(fields, n_layers, n_heads, n_atoms)
+        table_fields = fields.nested("tables")
+        tables = {
+            name: _table(table_fields, name, n_layers, n_heads, allow_null=True)
+            for name in table_fields.data
+        }
+        settings = fields.raw("settings", {})
+        if not isinstance(settings, dict):
+            raise fields.error("field 'settings' must be an object")
+        return cls(
+            concept=fields.str("concept"),
+            criterion=fields.str("criterion"),
+            scores=scores,
+            evr=evr,
+            support=support,
+            n_atoms=n_atoms,
+            model_id=fields.str("model_id"),
+            fingerprint=fields.str("fingerprint"),
+            token_ids=fields.ints("token_ids", minimum=0),
+            layers=layers,
+            tables=tables,
+            settings=settings,
+        )
+
+
+def _shape(fields: Fields) -> tuple[int, int]:
+    shape = fields.ints("shape", minimum=1)
+    if len(shape) != 2 or shape[0] * shape[1] > 10_000_000:
+        raise fields.error(
+            f"field 'shape' must be [n_layers, n_heads] of a real model, found {shape}"
+        )
+    return shape[0], shape[1]
+
+
+def _table(
+    fields: Fields, key: str, n_layers: int, n_heads: int, *, allow_null: bool = False
+) -> torch.Tensor:
+    rows = fields.list(key)
+    if len(rows) != n_layers or any(not isinstance(r, list) or len(r) != n_heads for r in rows):
+        raise fields.error(f"field {key!r} must be a {n_layers} x {n_heads} table")
+    values = []
+    for row in rows:
+        for value in row:
+            if value is None and allow_null:
+                values.append(math.nan)
+            elif (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            ):
+                values.append(float(value))
+            else:
+                raise fields.error(f"field {key!r} holds {value!r}; expected finite numbers")
+    return torch.tensor(values, dtype=torch.float64).reshape(n_layers, n_heads)
+
+
+def _support(fields: Fields, n_layers: int, n_heads: int, n_atoms: int) -> torch.Tensor:
+    rows = fields.list("support")
+    try:
+        support = torch.tensor(rows, dtype=torch.long)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise fields.error("field 'support' must be a table of token ids") from error
+    if n_atoms == 0 and support.numel() == 0:
+        return torch.zeros(n_layers, n_heads, 0, dtype=torch.long)
+    if tuple(support.shape) != (n_layers, n_heads, n_atoms) or (support < 0).any():
+        raise fields.error(f"field 'support' must be {n_layers} x {n_heads} x {n_atoms} token ids")
+    return support
