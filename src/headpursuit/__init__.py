@@ -13,6 +13,7 @@ from .architectures import (
     ArchitectureSpec,
     AttentionSites,
     UnsupportedArchitectureError,
+    image_token_id,
     register_architecture,
 )
 from .capture import Activations, ArtifactError, capture
@@ -48,6 +49,7 @@ __all__ = [
     "concept_from_words",
     "explain_heads",
     "head_somp",
+    "image_token_id",
     "jaccard",
     "load_model",
     "logit_lens",

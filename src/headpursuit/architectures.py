@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import torch
@@ -42,13 +41,13 @@ from .discovery import (
     attention_blocks,
     find_layer_lists,
     fit_update,
-    has_parameters,
     is_norm,
     is_projection,
     norm_epsilon,
     projection_shape,
     projection_weight,
     run_probe,
+    sub_blocks_to_silence,
     token_error,
     tolerance,
 )
@@ -159,7 +158,12 @@ def language_backbone(model: nn.Module) -> nn.Module:
         decoder = get_decoder()
     except (AttributeError, NotImplementedError, ValueError):
         return model
-    return decoder if isinstance(decoder, nn.Module) else model
+    if not isinstance(decoder, nn.Module):
+        return model
+    if not any(isinstance(m, nn.ModuleList) for m in decoder.modules()):
+        # ModernBERT-decoder's get_decoder() is its LM head (named "decoder"): not layers
+        return getattr(model, "base_model", model)
+    return decoder
 
 
 _decoder = language_backbone  # the old private name
@@ -195,7 +199,9 @@ def image_token_id(model_or_loaded: Any) -> int | None:
         if isinstance(value, int):
             return int(value)
         token = getattr(processor, "image_token", None)
-        tokenizer = getattr(processor, "tokenizer", None) or getattr(model_or_loaded, "tokenizer")
+        tokenizer = getattr(processor, "tokenizer", None) or getattr(
+            model_or_loaded, "tokenizer", None
+        )
         if isinstance(token, str) and tokenizer is not None:
             value = tokenizer.convert_tokens_to_ids(token)
             if isinstance(value, int) and value != getattr(tokenizer, "unk_token_id", None):
@@ -281,6 +287,26 @@ def rms_norm_gain(norm: nn.Module, d_model: int) -> torch.Tensor:
             reason=f"post-attention norm {type(norm).__name__} is not an RMS norm",
         )
     return gain
+
+
+def _degenerate(fit: Any) -> bool:
+    """A fit that multiplies the attention output or the residual input by (nearly) 0."""
+    attention = float(torch.as_tensor(fit.scale).abs().max())
+    stream = float(torch.as_tensor(fit.stream_scale).abs().max())
+    return attention < 1e-6 or stream < 1e-3
+
+
+def _snap(value: float | torch.Tensor, tol: float) -> float | torch.Tensor:
+    """A fitted factor as the model has it: exactly 1.0 when it is 1 within the probe's
+    resolution (nearly every model), a float when it is one number, else float32 per channel."""
+    if isinstance(value, torch.Tensor):
+        if torch.allclose(value, torch.ones_like(value), rtol=0, atol=tol / 10):
+            return 1.0
+        if torch.allclose(value, value.mean().expand_as(value), rtol=0, atol=tol / 10):
+            value = float(value.mean())
+        else:
+            return value.float()
+    return 1.0 if abs(value - 1.0) <= tol / 10 else float(value)
 
 
 def _adds_residual(
@@ -417,7 +443,7 @@ class AttentionSites:
         d_model = self.d_model
         candidates: dict[int, list[tuple[str, nn.Module]]] = {}
         blocks: dict[int, list[tuple[str, nn.Module]]] = {}
-        keep: dict[int, set[str]] = {}
+        silenced: dict[int, list[str]] = {}
         for index, layer in enumerate(layers):
             blocks[index] = attention_blocks(layer)
             if spec is not None:
@@ -430,14 +456,10 @@ class AttentionSites:
                     for name, module in block.named_modules()
                     if is_projection(module) and projection_shape(module)[1] == d_model
                 ]
-            inside = [name for name, _ in candidates[index]] + [n for n, _ in blocks[index]]
-            keep[index] = {
-                name
-                for name, child in layer.named_children()
-                if is_norm(child)
-                or not has_parameters(child)
-                or any(path == name or path.startswith(f"{name}.") for path in inside)
-            }
+            attention_paths = [name for name, _ in candidates[index]] + [
+                name for name, _ in blocks[index]
+            ]
+            silenced[index] = sub_blocks_to_silence(layer, attention_paths)
         if not any(candidates.values()):
             where = f"at {spec.out_proj!r}" if spec else "writing d_model features"
             raise self._refuse(
@@ -446,21 +468,24 @@ class AttentionSites:
                 "no attention output projection found",
                 spec.out_proj if spec else "self_attn.o_proj",
             )
-        embeddings = self.decoder.get_input_embeddings() if hasattr(
-            self.decoder, "get_input_embeddings"
-        ) else None
+        embeddings = (
+            self.decoder.get_input_embeddings()
+            if hasattr(self.decoder, "get_input_embeddings")
+            else None
+        )
         vocab = getattr(embeddings, "num_embeddings", None) or getattr(
             self.config, "vocab_size", None
         )
         try:
             layer_probes, projection_probes, norm_calls = run_probe(
-                self.decoder, layers, candidates, keep, int(vocab)
+                self.decoder, layers, candidates, silenced, int(vocab)
             )
         except Exception as error:  # any failure of the model's own forward pass
             raise self._refuse(
                 f"the probe forward pass of {type(self.decoder).__name__} on random token ids "
                 f"failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})",
-                f"probe forward pass failed ({type(error).__name__})",
+                f"probe forward pass failed ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:90] if str(error) else ''})",
             ) from error
         self._final_norm_name = norm_calls[-1] if norm_calls else None
         sites: list[LayerSite] = []
@@ -474,8 +499,14 @@ class AttentionSites:
                 continue
             try:
                 site = self._verify_layer(
-                    index, layer, f"{list_name}.{index}", called, blocks[index], keep[index],
-                    layer_probes[index], spec,
+                    index,
+                    layer,
+                    f"{list_name}.{index}",
+                    called,
+                    blocks[index],
+                    silenced[index],
+                    layer_probes[index],
+                    spec,
                 )
             except ProbeError as error:
                 detail, reason = error.args
@@ -487,6 +518,14 @@ class AttentionSites:
                 "no attention output projection ran on the probe (text-only input)",
                 "no attention layer runs on text",
             )
+        counts = sorted({site.n_heads for site in sites})
+        if len(counts) > 1:
+            raise self._refuse(
+                f"its attention layers have different head counts {counts}; rankings, random "
+                "control heads and activation files assume one head count (head sizes may "
+                "differ: they are padded)",
+                "attention layers with different head counts",
+            )
         return sites
 
     def _verify_layer(
@@ -496,7 +535,7 @@ class AttentionSites:
         prefix: str,
         called: list[tuple[str, nn.Module, Any]],
         blocks: list[tuple[str, nn.Module]],
-        keep: set[str],
+        silenced: list[str],
         probe: Any,
         spec: ArchitectureSpec | None,
     ) -> LayerSite:
@@ -555,6 +594,30 @@ class AttentionSites:
                 f"weight (relative error {mismatch:.1e}; quantised or wrapped?)",
                 "output projection is not a plain linear map",
             )
+        norms = self._post_norm_candidates(layer, silenced, spec)
+        fits = fit_update(
+            output.reshape(-1, d_model),
+            hidden.reshape(-1, d_model),
+            y.reshape(-1, d_model),
+            norms,
+            dtype,
+        )
+        # A fit in which the attention output or the residual input is multiplied by 0 says
+        # only that the silenced layer lost it (a LayerNorm inside the silenced MLP block).
+        sound = [fit for fit in fits if not _degenerate(fit)]
+        passing = [fit for fit in sound if fit.error <= tol]
+        best = passing[0] if passing else min(sound or fits, key=lambda fit: fit.error)
+        if not passing:
+            tried = "identity" + "".join(f", RMS norm {n}" for n, _, g, _ in norms if g is not None)
+            not_rms = [n for n, _, g, _ in norms if g is None]
+            extra = f"; not RMS norms: {', '.join(not_rms)}" if not_rms else ""
+            raise ProbeError(
+                f"the output of decoder layer {index} (its MLP and other mixers silenced) is "
+                f"not a * input + c * G(output of {path}) for G in ({tried}{extra}): best "
+                f"relative error {best.error:.1e} (tolerance {tol:.0e})",
+                "residual update is not a scaled (RMS-normed) output of the projection"
+                + (f" (non-RMS norms: {', '.join(not_rms)})" if not_rms else ""),
+            )
         if probe.on_attention_path and not _adds_residual(probe.attention_output, hidden, y, tol):
             child = probe.on_attention_path[0]
             kind = type(layer.get_submodule(child)).__name__
@@ -564,27 +627,7 @@ class AttentionSites:
                 "cannot be split by head",
                 f"attention output passes through {kind} before the residual add",
             )
-        norms = self._post_norm_candidates(layer, keep, spec)
-        fits = fit_update(
-            output.reshape(-1, d_model),
-            hidden.reshape(-1, d_model),
-            y.reshape(-1, d_model),
-            norms,
-            dtype,
-        )
-        passing = [fit for fit in fits if fit.error <= tol]
-        best = passing[0] if passing else min(fits, key=lambda fit: fit.error)
-        if not passing:
-            tried = "identity" + "".join(f", RMS norm {n}" for n, _, g, _ in norms if g is not None)
-            not_rms = [n for n, _, g, _ in norms if g is None]
-            extra = f"; not RMS norms: {', '.join(not_rms)}" if not_rms else ""
-            raise ProbeError(
-                f"the output of decoder layer {index} (its MLP and other mixers silenced) is "
-                f"not a * input + c * G(output of {path}) for G in ({tried}{extra}): best "
-                f"relative error {best.error:.1e} (tolerance {tol:.0e})",
-                "residual update is not a scaled (normed) output of the projection"
-                + (f" ({', '.join(not_rms)} not RMS)" if not_rms else ""),
-            )
+        scale, stream_scale = _snap(best.scale, tol), _snap(best.stream_scale, tol)
         in_features = projection_shape(module)[0]
         block_name = block_of(name)
         block = layer.get_submodule(block_name) if block_name != name else module
@@ -604,16 +647,16 @@ class AttentionSites:
             decoder_layer=index,
             n_heads=shape[0],
             head_dim=shape[1],
-            scale=best.scale.float() if isinstance(best.scale, torch.Tensor) else best.scale,
+            scale=scale,
             post_norm_name=best.post_norm_name,
             gain=None if best.gain is None else best.gain.float(),
             eps=best.eps,
             probe_error=best.error,
-            stream_scale=best.stream_scale,
+            stream_scale=stream_scale,
         )
 
     def _post_norm_candidates(
-        self, layer: nn.Module, keep: set[str], spec: ArchitectureSpec | None
+        self, layer: nn.Module, silenced: list[str], spec: ArchitectureSpec | None
     ) -> list[tuple[str, nn.Module, torch.Tensor | None, float]]:
         """Norms of width ``d_model`` in running children of the layer: ``(name, module, γ, eps)``.
 
@@ -621,7 +664,8 @@ class AttentionSites:
         """
         found = []
         for name, module in layer.named_modules():
-            if not name or name.split(".")[0] not in keep or not is_norm(module):
+            inside = any(name == root or name.startswith(f"{root}.") for root in silenced)
+            if not name or inside or not is_norm(module):
                 continue
             if spec is not None and spec.post_norm is not None and name != spec.post_norm:
                 continue

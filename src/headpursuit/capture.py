@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ._version import __version__
-from .architectures import AttentionSites
+from .architectures import AttentionSites, image_token_id
 from .loading import LoadedModel
 
 ARTIFACT_KIND = "headpursuit.activations"
@@ -188,8 +188,9 @@ class _PoolingHooks:
 
     def _hook(self, layer: int):
         eps = self.sites.post_norm_eps(layer)
-        has_post_norm = self.sites.layers[layer].post_norm is not None
-        n_heads, head_dim = self.sites.n_heads, self.sites.head_dim
+        site = self.sites.layers[layer]
+        has_post_norm = site.post_norm is not None
+        n_heads, head_dim = site.n_heads, site.head_dim  # this layer's; the grid is padded
 
         def hook(module, args, output):
             z = args[0]
@@ -198,7 +199,9 @@ class _PoolingHooks:
                 scale = torch.rsqrt(output.float().pow(2).mean(-1) + eps)  # [B, T]
                 weights = weights * scale
             pooled = torch.einsum("bt,btf->bf", weights, z.float())
-            self.out[self.rows, layer] = pooled.view(-1, n_heads, head_dim).cpu()
+            self.out[self.rows, layer, :n_heads, :head_dim] = pooled.view(
+                -1, n_heads, head_dim
+            ).cpu()
 
         return hook
 
@@ -258,15 +261,6 @@ def format_prompts(tokenizer: Any, prompts: Sequence[str], chat: bool) -> list[s
     ]
 
 
-def _image_token_id(loaded: LoadedModel) -> int | None:
-    config = loaded.model.config
-    for name in ("image_token_id", "image_token_index"):
-        value = getattr(config, name, None)
-        if value is not None:
-            return int(value)
-    return None
-
-
 def capture(
     loaded: LoadedModel,
     prompts: Sequence[str],
@@ -310,7 +304,7 @@ def capture(
     n = len(texts)
     out = torch.zeros(n, sites.n_layers, sites.n_heads, sites.head_dim)
     device = next(model.parameters()).device
-    image_token_id = _image_token_id(loaded)
+    image_token = image_token_id(loaded)
 
     # Text-only batches are sorted by length so that little compute goes into padding.
     if images is None:
@@ -339,7 +333,7 @@ def capture(
                     inputs["attention_mask"],
                     inputs["input_ids"],
                     pooling,
-                    image_token_id,
+                    image_token,
                     None if masks is None else [masks[i] for i in rows],
                 )
                 inputs = {key: value.to(device) for key, value in inputs.items()}
@@ -369,7 +363,10 @@ def encode_batch(
             raise ValueError(
                 f"{loaded.model_id!r} is not a vision-language model; drop the images."
             )
-        return dict(loaded.processor(images=images, text=texts, padding=True, return_tensors="pt"))
+        # One list of images per prompt: the form every image-text processor accepts
+        # (Gemma-3's and Idefics3's refuse a flat list for a batch of prompts).
+        nested = [[image] for image in images]
+        return dict(loaded.processor(images=nested, text=texts, padding=True, return_tensors="pt"))
     return dict(
         tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     )

@@ -39,7 +39,14 @@ from transformers.pytorch_utils import Conv1D
 
 #: Class names of attention blocks (``LlamaAttention``, ``GPT2Attention``, ``MptAttention``...).
 ATTENTION_CLASS = re.compile("attention|attn|MLA$", re.IGNORECASE)
+#: Linear-attention and state-space mixers named "...Attention" (Kimi's and Bailing's delta
+#: rule, MiniMax's lightning attention): not softmax heads, not counted as attention.
+LINEAR_MIXER_CLASS = re.compile("linear|delta|lightning|retention|mamba", re.IGNORECASE)
 NORM_CLASS = re.compile("norm", re.IGNORECASE)
+#: Class names that say "a bigger block" even if they mention a norm (RobertaPreLayerNorm...).
+NOT_NORM_CLASS = re.compile(
+    "attention|attn|model|layer$|block|mlp|intermediate|output|embedding", re.IGNORECASE
+)
 EPS_NAMES = ("eps", "variance_epsilon", "epsilon")
 
 PROBE_BATCH = 2
@@ -72,10 +79,12 @@ def projection_weight(module: nn.Module) -> torch.Tensor:
 
 
 def is_norm(module: nn.Module) -> bool:
-    """A normalisation module: a norm class, or a class named ``...Norm...``."""
-    if isinstance(module, (nn.LayerNorm, nn.GroupNorm)) or type(module).__name__ == "RMSNorm":
+    """A normalisation module: a torch norm, or a class named ``...Norm...`` that is not a
+    bigger block named after its model (``RobertaPreLayerNormAttention`` is no norm)."""
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)):
         return True
-    return bool(NORM_CLASS.search(type(module).__name__))
+    name = type(module).__name__
+    return bool(NORM_CLASS.search(name)) and not NOT_NORM_CLASS.search(name)
 
 
 def norm_epsilon(norm: nn.Module) -> float | None:
@@ -91,12 +100,16 @@ def has_parameters(module: nn.Module) -> bool:
 
 
 def attention_blocks(layer: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The outermost strict sub-modules of ``layer`` whose class name says attention."""
+    """The outermost strict sub-modules of ``layer`` whose class name says (softmax) attention."""
     blocks: list[tuple[str, nn.Module]] = []
+    # The model's own name ("KimiLinear" in KimiLinearDecoderLayer) says nothing of a block.
+    model_name = re.sub("(decoder)?(layer|block)$", "", type(layer).__name__, flags=re.IGNORECASE)
     for name, module in layer.named_modules():
         if not name or is_norm(module):
             continue
-        if not ATTENTION_CLASS.search(type(module).__name__):
+        kind = type(module).__name__
+        own = kind[len(model_name) :] if model_name and kind.startswith(model_name) else kind
+        if not ATTENTION_CLASS.search(kind) or LINEAR_MIXER_CLASS.search(own):
             continue
         if any(name.startswith(f"{outer}.") for outer, _ in blocks):
             continue
@@ -104,12 +117,15 @@ def attention_blocks(layer: nn.Module) -> list[tuple[str, nn.Module]]:
     return blocks
 
 
+OTHER_MODALITY = re.compile("vision|visual|image|audio|speech|patch", re.IGNORECASE)
+
+
 def find_layer_lists(decoder: nn.Module, n_layers: int) -> list[tuple[str, nn.ModuleList]]:
     """Candidate lists of decoder layers, best first.
 
     ``nn.ModuleList`` s of ``n_layers`` modules of which at least one holds attention; if
     there is none (a config whose layer count is not the decoder's), the lists whose every
-    module holds attention, longest first.
+    module holds attention, longest first. Lists under a vision or audio tower come last.
     """
     lists = [
         (name, module)
@@ -121,10 +137,32 @@ def find_layer_lists(decoder: nn.Module, n_layers: int) -> list[tuple[str, nn.Mo
         for name, module in lists
         if len(module) == n_layers and any(attention_blocks(layer) for layer in module)
     ]
-    if exact:
-        return exact
     full = [(name, module) for name, module in lists if all(attention_blocks(m) for m in module)]
-    return sorted(full, key=lambda item: -len(item[1]))
+    found = exact or sorted(full, key=lambda item: -len(item[1]))
+    return sorted(found, key=lambda item: bool(OTHER_MODALITY.search(item[0])))
+
+
+def sub_blocks_to_silence(layer: nn.Module, attention_paths: list[str]) -> list[str]:
+    """Paths (in ``layer``) of the sub-blocks beside the attention: MLP, MoE, mixers.
+
+    The parametric children of the layer, and of every module on the way down to an
+    attention block (T5 keeps its sub-layers in a list), that neither are nor contain an
+    attention block and are not norms.
+    """
+    found: list[str] = []
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}{name}"
+            if path in attention_paths:
+                continue
+            if any(p.startswith(f"{path}.") for p in attention_paths):
+                walk(child, f"{path}.")
+            elif has_parameters(child) and not is_norm(child):
+                found.append(path)
+
+    walk(layer, "")
+    return found
 
 
 @dataclass
@@ -178,6 +216,10 @@ def _with_zero_parameters(module: nn.Module, args: tuple, kwargs: dict):
         return torch.func.functional_call(module, zeros, args, kwargs, strict=False)
 
 
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(f"{root}.") for root in roots)
+
+
 def _cpu64(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to("cpu", torch.float64)
 
@@ -194,7 +236,7 @@ def run_probe(
     decoder: nn.Module,
     layers: list[nn.Module],
     candidates: dict[int, list[tuple[str, nn.Module]]],
-    keep: dict[int, set[str]],
+    silenced: dict[int, list[str]],
     vocab_size: int,
     seed: int = 0,
 ) -> tuple[list[LayerProbe], dict[int, dict[str, ProjectionProbe]], list[str]]:
@@ -204,8 +246,8 @@ def run_probe(
         decoder: the language backbone (called with ``input_ids`` only).
         layers: its decoder layers, in order.
         candidates: per layer index, the candidate projections ``(name in layer, module)``.
-        keep: per layer index, names of the layer's direct children left running
-            (attention blocks, norms, parameter-free modules); the others output zeros.
+        silenced: per layer index, paths of the sub-blocks to run with zero parameters
+            (see :func:`sub_blocks_to_silence`).
         vocab_size: size of the input embedding.
 
     Returns:
@@ -217,8 +259,11 @@ def run_probe(
         """Per-token factors in [0.5, 2], log-uniform, the same for every call of one shape."""
         generator = torch.Generator().manual_seed(seed + 1 + shape.numel())
         return torch.exp((torch.rand(shape, generator=generator) * 2 - 1) * math.log(2.0))
+
     layer_probes = [LayerProbe() for _ in layers]
-    projection_probes = {i: {name: ProjectionProbe() for name, _ in c} for i, c in candidates.items()}
+    projection_probes = {
+        i: {name: ProjectionProbe() for name, _ in c} for i, c in candidates.items()
+    }
     norm_calls: list[str] = []
     counter = [0]
     handles = []
@@ -281,9 +326,9 @@ def run_probe(
         def hook(module, args, kwargs):
             derived = layer_probes[index]._attention_outputs
             given = [*args, *kwargs.values()]
-            if any(any(item is tensor for tensor in derived) for item in given):
-                if name not in layer_probes[index].on_attention_path:
-                    layer_probes[index].on_attention_path.append(name)
+            handed = any(any(item is tensor for tensor in derived) for item in given)
+            if handed and name not in layer_probes[index].on_attention_path:
+                layer_probes[index].on_attention_path.append(name)
 
         return hook
 
@@ -309,16 +354,17 @@ def run_probe(
             handles.append(layer.register_forward_hook(layer_hook(index), with_kwargs=True))
             for _, block in attention_blocks(layer):
                 handles.append(block.register_forward_hook(attention_output_hook(index)))
-            for name, child in layer.named_children():
-                if name not in keep[index]:
-                    handles.append(
-                        child.register_forward_pre_hook(
-                            silenced_pre_hook(index, name), with_kwargs=True
-                        )
+            for path in silenced[index]:
+                child = layer.get_submodule(path)
+                handles.append(
+                    child.register_forward_pre_hook(
+                        silenced_pre_hook(index, path), with_kwargs=True
                     )
-                    handles.append(child.register_forward_hook(silence, with_kwargs=True))
-                elif is_norm(child):
-                    handles.append(child.register_forward_hook(kept_norm_hook(index)))
+                )
+                handles.append(child.register_forward_hook(silence, with_kwargs=True))
+            for path, module in layer.named_modules():
+                if path and is_norm(module) and not _inside(path, silenced[index]):
+                    handles.append(module.register_forward_hook(kept_norm_hook(index)))
             for name, module in candidates.get(index, []):
                 record = projection_probes[index][name]
                 handles.append(module.register_forward_pre_hook(projection_pre_hook(record)))

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .architectures import AttentionSites
+from .architectures import AttentionSites, image_token_id
 from .ranking import Head
 
 POSITIONS = ("all", "prompt", "generated", "image", "text")
@@ -58,19 +58,12 @@ def _cache_length(cache) -> int:
     return int(cache[0][0].shape[-2]) if len(cache) else 0
 
 
-def _image_token_id(model: nn.Module) -> int | None:
-    for name in ("image_token_id", "image_token_index"):
-        value = getattr(model.config, name, None)
-        if value is not None:
-            return int(value)
-    return None
-
-
 def _check_heads(heads: list[Head], sites: AttentionSites) -> None:
     for head in heads:
-        if not (0 <= head.layer < sites.n_layers and 0 <= head.head < sites.n_heads):
+        layer_heads = sites.layers[head.layer].n_heads if 0 <= head.layer < sites.n_layers else 0
+        if not (0 <= head.layer < sites.n_layers and 0 <= head.head < layer_heads):
             raise ValueError(
-                f"Head {head} is outside this model ({sites.n_layers} layers x "
+                f"Head {head} is outside this model ({sites.n_layers} attention layers x "
                 f"{sites.n_heads} heads, 0-indexed)."
             )
 
@@ -104,10 +97,10 @@ def steer(
     sites = sites or AttentionSites(model)
     heads = [Head(*h) for h in dict.fromkeys(tuple(h) for h in heads)]
     _check_heads(heads, sites)
-    image_token_id = _image_token_id(model)
-    if positions in ("image", "text") and image_token_id is None:
+    image_token = image_token_id(model)
+    if positions in ("image", "text") and image_token is None:
         raise ValueError(f"positions={positions!r} needs a vision-language model.")
-    tracker = None if positions == "all" else _PositionTracker(positions, image_token_id)
+    tracker = None if positions == "all" else _PositionTracker(positions, image_token)
     by_layer: dict[int, list[int]] = defaultdict(list)
     for head in heads:
         by_layer[head.layer].append(head.head)
@@ -132,17 +125,21 @@ def _head_hook(
     replacement: torch.Tensor | None,
     tracker: _PositionTracker | None,
 ):
-    width = sites.n_heads * sites.head_dim
-    chosen = torch.zeros(sites.n_heads, dtype=torch.bool)
+    site = sites.layers[layer]  # this layer's heads; replacement is on the padded grid
+    width = site.n_heads * site.head_dim
+    chosen = torch.zeros(site.n_heads, dtype=torch.bool)
     chosen[heads] = True
-    chosen = chosen.repeat_interleave(sites.head_dim)  # [F]
+    chosen = chosen.repeat_interleave(site.head_dim)  # [F]
     if replacement is None:
         scale = torch.where(chosen, torch.tensor(float(alpha)), torch.tensor(1.0))
         offset = None
     else:
         scale = torch.where(chosen, torch.tensor(0.0), torch.tensor(1.0))
         offset = torch.where(
-            chosen, float(alpha) * replacement[layer].reshape(width).float(), torch.tensor(0.0)
+            chosen,
+            float(alpha)
+            * replacement[layer, : site.n_heads, : site.head_dim].reshape(width).float(),
+            torch.tensor(0.0),
         )
     cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
 

@@ -1,0 +1,108 @@
+"""Every decoder model type of the installed transformers: exact heads or a clear refusal.
+
+One test per ``model_type`` of the causal-LM and image-text-to-text mappings (see
+``conformance.py`` for the tiny random models and the oracle). A type must be exact, or
+refused with the reason listed in :data:`REFUSED` for it; a type this test cannot build is
+skipped with the builder's error. Nothing may come out "WRONG" (accepted by the library
+but off against the oracle) or crash. The last test prints the whole table; the same
+table is in docs/architectures.md (``python scripts/architecture_table.py``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conformance import MODEL_TYPES, Row, format_table, run
+
+#: Types refused by design, with a phrase of the reason. A type refused for a reason not
+#: listed here fails (a regression, or a new type to look at); a listed type that becomes
+#: exact passes. Regenerate with ``python scripts/architecture_table.py --refused``.
+REFUSED: dict[str, str] = {
+    "bart": "residual update is not a scaled",
+    "bert": "residual update is not a scaled",
+    "bert-generation": "residual update is not a scaled",
+    "big_bird": "residual update is not a scaled",
+    "blenderbot-small": "residual update is not a scaled",
+    "blip": "residual update is not a scaled",
+    "blt": "config has no hidden_size",
+    "camembert": "residual update is not a scaled",
+    "data2vec-text": "residual update is not a scaled",
+    "deepseek_v4": "attention output does not line up with the residual stream",
+    "diffusion_gemma": "probe forward pass failed",
+    "electra": "residual update is not a scaled",
+    "ernie": "residual update is not a scaled",
+    "ernie4_5_vl_moe": "probe forward pass failed",
+    "falcon_mamba": "no list of 2 decoder layers with attention modules",
+    "florence2": "residual update is not a scaled",
+    "git": "residual update is not a scaled",
+    "gpt_neox_japanese": "residual update is not a scaled",
+    "hrm_text": "attention module runs more than once per forward pass",
+    "hy_v4": "attention output does not line up with the residual stream",
+    "idefics": "probe forward pass failed",
+    "inkling2_text": "residual update is not a scaled",
+    "inkling_mm_model": "attention output passes through InklingShortConvolution before the residual add",
+    "inkling_text": "attention output passes through InklingShortConvolution before the residual add",
+    "jetmoe": "residual update is not a scaled",
+    "longcat_flash": "several attention blocks in one layer",
+    "mamba": "no list of 2 decoder layers with attention modules",
+    "marian": "residual update is not a scaled",
+    "minimax": "residual update is not a scaled",
+    "mistral4": "probe forward pass failed",
+    "mvp": "residual update is not a scaled",
+    "openai-gpt": "residual update is not a scaled",
+    "pi0": "config has no hidden_size",
+    "pix2struct": "probe forward pass failed",
+    "plbart": "residual update is not a scaled",
+    "prophetnet": "attention module runs more than once per forward pass",
+    "rembert": "residual update is not a scaled",
+    "roberta": "residual update is not a scaled",
+    "roc_bert": "residual update is not a scaled",
+    "roformer": "residual update is not a scaled",
+    "rwkv": "residual update is not a scaled",
+    "t5gemma2": "probe forward pass failed",
+    "trocr": "residual update is not a scaled",
+    "unlimited_ocr": "probe forward pass failed",
+    "vision-encoder-decoder": "residual update is not a scaled",
+    "xlm": "no list of 2 decoder layers with attention modules",
+    "xlm-roberta": "residual update is not a scaled",
+    "xlnet": "no attention output projection found",
+    "xlstm": "no list of 2 decoder layers with attention modules",
+    "xmod": "probe forward pass failed",
+    "zamba2": "probe forward pass failed",
+}
+
+ROWS: dict[str, Row] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matmuls on many threads are slower than on one (and CI has 2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_exact_or_refused_with_reason(model_type):
+    row = run(model_type)
+    ROWS[model_type] = row
+    if row.status == "unbuildable":
+        pytest.skip(f"no tiny config of {model_type}: {row.detail}")
+    assert row.status in ("exact", "refused"), f"{model_type} is {row.status}: {row.detail}"
+    if row.status == "refused":
+        expected = REFUSED.get(model_type)
+        assert expected is not None, f"{model_type} is newly refused: {row.detail}"
+        assert expected in row.detail, f"{model_type} refused for another reason: {row.detail}"
+
+
+def test_table():
+    """Prints the table (``pytest -s``) and holds the suite to its goal."""
+    if len(ROWS) < len(MODEL_TYPES):
+        pytest.skip("run the whole module to get the table")
+    rows = [ROWS[t] for t in MODEL_TYPES]
+    print("\n" + format_table(rows))
+    exact = sum(row.status == "exact" for row in rows)
+    assert exact >= 80
+    assert not [row for row in rows if row.status not in ("exact", "refused", "unbuildable")]
