@@ -32,6 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
+import pytest
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
@@ -145,6 +146,16 @@ PER_TYPE: dict[str, dict] = {
 MODEL_TYPES = sorted(
     set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) | set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
 )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on one thread: many threads make their small matmuls 10-100x slower on
+    a busy machine (CI has 2 cores). Import it into a test module with autouse to apply."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class Unbuildable(Exception):

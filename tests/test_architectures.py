@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conformance import build
+from conformance import build, one_thread  # noqa: F401 (fixture)
 from conftest import random_prompts, tiny_model, tiny_tokenizer
 from headpursuit import (
     ARCHITECTURES,
@@ -17,6 +17,8 @@ from headpursuit import (
     register_architecture,
     steer,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conformance.one_thread
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ table is in docs/architectures.md (``python scripts/architecture_table.py``).
 from __future__ import annotations
 
 import pytest
-import torch
 
-from conformance import MODEL_TYPES, Row, format_table, run
+from conformance import MODEL_TYPES, Row, format_table, one_thread, run  # noqa: F401
 
 #: Types refused by design, with a phrase of the reason. A type refused for a reason not
 #: listed here fails (a regression, or a new type to look at); a listed type that becomes
@@ -75,13 +74,7 @@ REFUSED: dict[str, str] = {
 ROWS: dict[str, Row] = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls on many threads are slower than on one (and CI has 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conformance.one_thread
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)

@@ -13,12 +13,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conformance import _owner_layer, _silenced_parameters
+from conformance import _owner_layer, _silenced_parameters, one_thread  # noqa: F401
 from conftest import IMAGE_TOKEN, random_images, random_prompts, tiny_llava
 from headpursuit import AttentionSites, capture
 from headpursuit.architectures import image_token_id, language_backbone, text_config
 from headpursuit.capture import _pool_weights
 from tiny_vlms import tiny_gemma3, tiny_idefics3, tiny_qwen2_vl
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conformance.one_thread
 
 
 def _llava():
