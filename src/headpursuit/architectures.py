@@ -623,7 +623,7 @@ class AttentionSites:
                 f"the output of decoder layer {index} (its MLP and other mixers silenced) is "
                 f"not a * input + c * G(output of {path}) for G in ({tried}{extra}): best "
                 f"relative error {best.error:.1e} (tolerance {tol:.0e})",
-                "residual update is not a scaled (RMS-normed) output of the projection"
+                "residual update is not c * G(output of the projection)"
                 + (f" (non-RMS norms: {', '.join(not_rms)})" if not_rms else ""),
             )
         if probe.on_attention_path and not _adds_residual(probe.attention_output, hidden, y, tol):
