@@ -518,7 +518,8 @@ class AttentionSites:
                 )
             except ProbeError as error:
                 detail, reason = error.args
-                raise self._refuse(detail, reason) from None
+                found = max(called, key=lambda entry: max(entry[2].order))[0]
+                raise self._refuse(detail, reason, out_proj=found) from None
             site.index = len(sites)
             sites.append(site)
         if not sites:
