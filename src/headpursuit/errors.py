@@ -31,7 +31,15 @@ class ModelLoadError(UserError):
 
 
 class UnsupportedArchitectureError(UserError):
-    """The model's attention heads cannot be located or split exactly."""
+    """headpursuit cannot give exact per-head contributions for this model.
+
+    ``reason`` is a one-line summary (used in the architecture table); the message also
+    says what was checked and how to register an override.
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class DegenerateDataError(UserError):
