@@ -179,19 +179,22 @@ def check_writable(path: PathLike, *, what: str = "output") -> Path:
     writable. Nothing is created.
     """
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"The {what} path {path} is a directory; give a file name.")
-    if path.exists() and not path.is_file():
-        raise InputError(
-            f"The {what} path {path} exists and is not a regular file; give a file name."
-        )
     if len(os.fsencode(path.name)) > 255:
         raise InputError(f"The {what} file name {path.name[:40]}... is too long; shorten it.")
-    folder = path.parent
-    while not folder.exists():
-        if folder == folder.parent:
-            break
-        folder = folder.parent
+    try:
+        if path.is_dir():
+            raise InputError(f"The {what} path {path} is a directory; give a file name.")
+        if path.exists() and not path.is_file():
+            raise InputError(
+                f"The {what} path {path} exists and is not a regular file; give a file name."
+            )
+        folder = path.parent
+        while not folder.exists():
+            if folder == folder.parent:
+                break
+            folder = folder.parent
+    except OSError as error:  # e.g. a folder name too long for the file system
+        raise InputError(f"Cannot write {what} {path}: {error.strerror or error}.") from error
     if not folder.is_dir():
         raise InputError(f"Cannot write {what} {path}: {folder} is not a folder.")
     if not os.access(folder, os.W_OK | os.X_OK):
