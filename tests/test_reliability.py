@@ -425,6 +425,21 @@ AFTER_LOAD = {
         ["steer", "--head", "L99H0", "--prompt", "red", *OUT],
         "outside this model",
     ),
+    "steer --alpha 1e30 (activations overflow)": (
+        [
+            "steer",
+            "--head",
+            "L1H1",
+            "--prompt",
+            "red",
+            "--alpha",
+            "1e30",
+            "--max-new-tokens",
+            "2",
+            *OUT,
+        ],
+        "overflow",
+    ),
     "steer every head (no disjoint controls)": (
         ["steer", *ALL_HEADS, "--prompt", "red", "--max-new-tokens", "1", *OUT],
         "Not enough heads",

@@ -196,9 +196,11 @@ def capture(
 
     Example: headpursuit capture --prompts questions.txt --out activations.safetensors
     """
+    import torch
+
     from ..activations.capture import capture as run_capture
     from ..activations.prompts import read_prompts
-    from ..errors import InputError
+    from ..errors import DegenerateDataError, InputError
     from ..io import check_writable
 
     if pooling not in POOLINGS:
@@ -222,6 +224,11 @@ def capture(
         chat=chat,
         progress=progress,
     )
+    if not torch.isfinite(acts.pooled).all():
+        raise DegenerateDataError(
+            f"The model's head outputs overflowed to NaN or inf in {dtype.value}; nothing "
+            "was saved. Capture with --dtype float32 or bfloat16."
+        )
     acts.save(out)
     typer.echo(f"Wrote {out}: {acts!r}")
 

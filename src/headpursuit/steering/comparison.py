@@ -10,10 +10,14 @@ same α. The result is a :class:`SteeringRun`, saved as JSON of kind
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import InputError
+import torch
+from torch import nn
+
+from ..errors import DegenerateDataError, InputError
 from ..heads import Head, HeadLike, as_heads, check_heads, heads_to_text
 from ..io import MAX_INDEX, Fields, JsonArtifact, register_artifact
 from ..models.architectures import AttentionSites
@@ -165,6 +169,29 @@ def _heads(fields: Fields, key: str, index: int, item: object) -> list[Head]:
     return Fields({"heads": item}, f"{fields.source} [{key}][{index}]").heads("heads")
 
 
+@contextmanager
+def refuse_non_finite_logits(model: nn.Module, what: str) -> Iterator[None]:
+    """Inside the block, raise :class:`DegenerateDataError` as soon as a row of the model's
+    logits holds NaN or inf, or is constant over the vocabulary (what an overflow inside an
+    RMS norm leaves: the norm's scale becomes 0): greedy decoding would turn them into
+    empty or arbitrary text, silently."""
+    head = model.get_output_embeddings()
+    if head is None:
+        yield
+        return
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        last = output[..., -1, :].float()  # [batch, vocab], the logits decoding reads
+        if not torch.isfinite(last).all() or (last.amax(-1) == last.amin(-1)).any():
+            raise DegenerateDataError(f"The logits became NaN, infinite or constant {what}.")
+
+    handle = head.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def compare_generations(
     loaded: LoadedModel,
     prompts: Sequence[str],
@@ -212,12 +239,26 @@ def compare_generations(
     ]
     controls = [draw.heads for draw in draws]
     kwargs = {"max_new_tokens": max_new_tokens, "chat": chat}
-    unmodified = generate(loaded, prompts, **kwargs)[1]
-    with steer(loaded.model, heads, alpha, positions=positions, sites=sites):
+    model = loaded.model
+    overflow = (
+        f"with heads scaled by alpha={alpha:g}: the activations overflow, so the generations "
+        "would be meaningless. Use a smaller |alpha|."
+    )
+    with refuse_non_finite_logits(
+        model, "in the unmodified model; load it in float32 or bfloat16 (--dtype)"
+    ):
+        unmodified = generate(loaded, prompts, **kwargs)[1]
+    with (
+        steer(model, heads, alpha, positions=positions, sites=sites),
+        refuse_non_finite_logits(model, overflow),
+    ):
         steered = generate(loaded, prompts, **kwargs)[1]
     control_outputs = []
     for control in controls:
-        with steer(loaded.model, control, alpha, positions=positions, sites=sites):
+        with (
+            steer(model, control, alpha, positions=positions, sites=sites),
+            refuse_non_finite_logits(model, overflow),
+        ):
             control_outputs.append(generate(loaded, prompts, **kwargs)[1])
     return SteeringRun(
         heads=heads,
