@@ -12,8 +12,10 @@ never a traceback, never status 1. The model is a tiny random Llama loaded once.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -38,13 +40,14 @@ from headpursuit import (
     parse_head,
 )
 from headpursuit.cli import app
-from headpursuit.io import TEMP_PREFIX, atomic_write
+from headpursuit.io import TEMP_PREFIX, atomic_write, check_writable
 from headpursuit.models import loading
 from headpursuit.steering.hooks import POSITIONS
 
 LOADER_SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+DAMAGE_SETTINGS = settings(LOADER_SETTINGS, max_examples=200)
 CLI_SETTINGS = settings(
     max_examples=20,
     deadline=None,
@@ -53,6 +56,10 @@ CLI_SETTINGS = settings(
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 texts = st.text(max_size=12)
+# Values one step outside what a field allows: wrong sign, wrong type, beyond int64.
+edge_values = st.sampled_from(
+    [-1, 0, 1, 2**31, 2**63, -(2**70), 1.5, 1e308, True, None, "", "L1H1", [], [[]], {}]
+)
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -159,20 +166,26 @@ def json_paths(value, prefix=()):
             yield from json_paths(item, (*prefix, index))
 
 
+def _at(data, path):
+    for step in path:
+        data = data[step]
+    return data
+
+
 @st.composite
 def damaged(draw, data: dict) -> str:
-    """``data`` as JSON text with one kind of damage."""
-    how = draw(st.sampled_from(["replace", "delete", "truncate", "splice"]))
+    """``data`` as JSON text with one kind of damage (half the time one value made hostile)."""
+    how = draw(st.sampled_from(["edge", "edge", "edge", "replace", "delete", "truncate", "splice"]))
     data = json.loads(json.dumps(data))
-    if how in ("replace", "delete"):
-        path = draw(st.sampled_from(list(json_paths(data))[1:]))
-        parent = data
-        for step in path[:-1]:
-            parent = parent[step]
+    if how in ("edge", "replace", "delete"):
+        paths = list(json_paths(data))[1:]
+        leaves = [p for p in paths if not isinstance(_at(data, p), (dict, list))]
+        path = draw(st.sampled_from(leaves if how == "edge" and leaves else paths))
+        parent = _at(data, path[:-1])
         if how == "delete":
             del parent[path[-1]]
         else:
-            parent[path[-1]] = draw(json_values)
+            parent[path[-1]] = draw(edge_values if how == "edge" else json_values)
         return json.dumps(data)  # NaN/Infinity written as JSON's non-standard literals
     text = json.dumps(data)
     cut = draw(st.integers(0, len(text)))
@@ -259,7 +272,7 @@ def test_valid_artifacts_round_trip(tmp_path, name):
 def test_damaged_artifacts_load_valid_or_are_refused_in_one_line(tmp_path, name):
     cls, strategy, check = CASES[name]
 
-    @LOADER_SETTINGS
+    @DAMAGE_SETTINGS
     @given(st.data())
     def run(data):
         artifact = data.draw(strategy)
@@ -288,6 +301,35 @@ def test_keep_existing_keeps_the_first_file(tmp_path):
     atomic_write(target, lambda tmp: Path(tmp).write_text("second"), keep_existing=True)
     assert target.read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["joined.gguf"]
+
+
+def test_write_errors_the_user_can_fix_are_one_line_and_others_are_not_disguised(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    ranking = HeadRanking(
+        "c", "evr", torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 1, 0), 0, "m", "f"
+    )
+    with pytest.raises(UserError, match="Cannot write"):
+        ranking.save(tmp_path / "a_file" / "ranking.json")  # a file where a folder should be
+
+    def failing_disk(tmp: str) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(OSError) as raised:
+        atomic_write(tmp_path / "out.bin", failing_disk)
+    assert not isinstance(raised.value, UserError)  # a hardware fault is not a user mistake
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no temporary file left
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_folder_is_refused_before_the_work(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(UserError, match="no write permission"):
+            check_writable(locked / "acts.safetensors")
+    finally:
+        locked.chmod(0o700)
 
 
 # --- the CLI under generated option values ----------------------------------------------

@@ -29,7 +29,7 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from ._version import __version__
 from .errors import ArtifactError, InputError
@@ -52,16 +52,20 @@ MAX_JSON_BYTES = 256 * 2**20
 
 # Errors of the file system that the user can fix (a read-only, full or wrong place).
 _WRITE_ERRNOS = {
-    errno.EACCES,
-    errno.EPERM,
-    errno.EROFS,
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EFBIG,
-    errno.ENAMETOOLONG,
-    errno.ENOTDIR,
-    errno.EISDIR,
-    errno.EEXIST,
+    getattr(errno, name)
+    for name in (
+        "EACCES",
+        "EPERM",
+        "EROFS",
+        "ENOSPC",
+        "EDQUOT",
+        "EFBIG",
+        "ENAMETOOLONG",
+        "ENOTDIR",
+        "EISDIR",
+        "EEXIST",
+    )
+    if hasattr(errno, name)
 }
 
 
@@ -157,15 +161,15 @@ def remove_stale_temp(folder: PathLike) -> list[Path]:
     return removed
 
 
-def _write_error(path: Path, error: OSError, what: str = "") -> InputError | OSError:
-    """A one-line :class:`InputError` for a file-system error the user can fix, else ``error``."""
-    if error.errno not in _WRITE_ERRNOS:
-        return error
-    what = f"{what} " if what else ""
-    return InputError(
-        f"Cannot write {what}{path}: {error.strerror or error}. Choose another path, or make "
-        "room or permission there."
-    )
+def _raise_write_error(path: Path, error: OSError) -> NoReturn:
+    """Raise a one-line :class:`InputError` for a file-system error the user can fix (no
+    permission, no space, read-only, a file where a folder should be), else ``error`` itself."""
+    if error.errno in _WRITE_ERRNOS:
+        raise InputError(
+            f"Cannot write {path}: {error.strerror or error}. Choose another path, or make "
+            "room or permission there."
+        ) from error
+    raise error
 
 
 # --- atomic files ---------------------------------------------------------------------
@@ -209,7 +213,7 @@ def _prepare_folder(target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise _write_error(target, error) from error
+        _raise_write_error(target, error)
     remove_stale_temp(target.parent)
 
 
@@ -233,7 +237,7 @@ def atomic_write(
             prefix=_temp_prefix(), suffix=_temp_suffix(path), dir=path.parent
         )
     except OSError as error:
-        raise _write_error(path, error) from error
+        _raise_write_error(path, error)
     os.close(fd)
     try:
         write(tmp)
@@ -244,7 +248,7 @@ def atomic_write(
             os.replace(tmp, path)
     except OSError as error:
         Path(tmp).unlink(missing_ok=True)
-        raise _write_error(path, error) from error
+        _raise_write_error(path, error)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -276,7 +280,7 @@ def atomic_directory(target: PathLike, fill: Callable[[Path], None]) -> Path:
             tempfile.mkdtemp(prefix=_temp_prefix(), suffix=_temp_suffix(target), dir=target.parent)
         )
     except OSError as error:
-        raise _write_error(target, error) from error
+        _raise_write_error(target, error)
     try:
         fill(staging)
         try:
@@ -287,7 +291,7 @@ def atomic_directory(target: PathLike, fill: Callable[[Path], None]) -> Path:
             shutil.rmtree(staging, ignore_errors=True)  # a concurrent run won the race
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise _write_error(target, error) from error
+        _raise_write_error(target, error)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
