@@ -31,7 +31,8 @@ def main() -> None:
     """Run the command line (the ``headpursuit`` console script and ``python -m headpursuit.cli``)."""
     signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        _app()()  # the app handles interrupts inside its commands; this, the rest
+        # The app handles interrupts inside its commands; this, the ones around them.
+        _app()(prog_name="headpursuit")
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
