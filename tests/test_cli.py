@@ -308,7 +308,7 @@ def test_ctrl_c_exits_130_without_a_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loading, "load_model", interrupted)
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("hello\n")
+    prompts.write_text("hello\nworld\n")
     out = tmp_path / "acts.safetensors"
     result = invoke("capture", "--prompts", prompts, "--out", out)
     line = assert_user_error(result, code=130)

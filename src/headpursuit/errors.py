@@ -5,6 +5,9 @@ message as one line and exits with status 2. Anything else that escapes is a bug
 headpursuit (or in a library under it): the command line prints the traceback, asks for a
 report, and exits with status 1. :class:`UserError` derives from ``ValueError`` so that
 API callers who catch ``ValueError`` keep working.
+
+:class:`Terminated` is neither: the command line raises it in the main thread when the
+process receives SIGTERM, so that the same cleanup runs as for Ctrl-C (``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
@@ -44,3 +47,16 @@ class UnsupportedArchitectureError(UserError):
 
 class DegenerateDataError(UserError):
     """The data cannot give a meaningful result (e.g. fewer than two distinct samples)."""
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (see :func:`raise_terminated`).
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that ``except Exception`` blocks do
+    not swallow it and every ``finally`` / ``except BaseException`` cleanup runs.
+    """
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A signal handler that turns SIGTERM into :class:`Terminated`."""
+    raise Terminated()
