@@ -7,6 +7,11 @@ experiment results) carries ``kind`` (e.g. ``"headpursuit.ranking"``) and
 :class:`Fields`, which checks every key, type and range and refuses a damaged or foreign
 file with one line. :func:`load_artifact` reads any artifact by its kind.
 
+Notebook display: every registered artifact has ``_repr_html_``, which looks its kind up in
+a renderer registry (:func:`register_html`). The registry is filled by
+:mod:`headpursuit.report`, the last stage, so that no artifact imports the report (data
+flows one way); importing ``headpursuit`` imports the report and fills it.
+
 Writes are atomic: a temporary file beside the target, then a rename, so an error or an
 interrupt never leaves half a file under the target's name.
 """
@@ -282,14 +287,54 @@ class Fields:
         ]
 
 
+# --- notebook display -----------------------------------------------------------------
+
+#: A function turning one artifact into a self-contained HTML fragment (no script needed).
+HtmlRenderer = Callable[[Any], str]
+_HTML: dict[str, HtmlRenderer] = {}
+
+
+def register_html(kind: str, render: HtmlRenderer) -> HtmlRenderer:
+    """Show artifacts of ``kind`` (e.g. ``"headpursuit.ranking"``) in notebooks with ``render``.
+
+    ``render(artifact)`` returns an HTML fragment: it is what the artifact's
+    ``_repr_html_`` returns. A later registration for the same kind replaces the earlier.
+    Returns ``render``, so this also works as ``register_html(kind, f)`` inside a decorator.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise InputError(
+            f"An HTML renderer needs an artifact kind such as 'headpursuit.ranking', got {kind!r}."
+        )
+    if not callable(render):
+        raise InputError(f"The HTML renderer for {kind!r} must be a function, got {render!r}.")
+    _HTML[kind] = render
+    return render
+
+
+def html_renderers() -> dict[str, HtmlRenderer]:
+    """``kind -> renderer`` of every registered HTML renderer."""
+    return dict(_HTML)
+
+
+def _repr_html_(artifact: Any) -> str | None:
+    """The artifact as HTML via its kind's renderer; ``None`` (plain repr) when none is registered."""
+    render = _HTML.get(getattr(artifact, "kind", ""))
+    return None if render is None else render(artifact)
+
+
 # --- artifacts ------------------------------------------------------------------------
 
 _REGISTRY: dict[str, type] = {}
 
 
 def register_artifact(cls: type) -> type:
-    """Class decorator: make ``cls`` (which has ``kind`` and ``load``) known to :func:`load_artifact`."""
+    """Class decorator: make ``cls`` (which has ``kind`` and ``load``) known to :func:`load_artifact`.
+
+    A class without its own ``_repr_html_`` gets the registry lookup (see :func:`register_html`).
+    """
     _REGISTRY[cls.kind] = cls  # type: ignore[attr-defined]
+    if not hasattr(cls, "_repr_html_"):
+        cls._repr_html_ = _repr_html_  # type: ignore[attr-defined]
     return cls
 
 
@@ -312,6 +357,10 @@ class JsonArtifact:
 
     def body(self) -> dict:
         raise NotImplementedError
+
+    def _repr_html_(self) -> str | None:
+        """HTML for notebooks: the renderer registered for ``kind`` (see :func:`register_html`)."""
+        return _repr_html_(self)
 
     @classmethod
     def from_body(cls: type[T], fields: Fields) -> T:
