@@ -7,7 +7,10 @@ The pipeline, one sub-package per stage, data flowing one way::
     ranking      rank_heads, explain_heads, controls  -> HeadRanking, Explanation
     steering     steer, compare_generations           -> SteeringRun
     evaluation   the paper's experiments              -> experiment results
-    report       write_report                         -> one HTML file
+    report       write_report                         -> one HTML file, paper figures
+
+Importing the package imports the report, which registers how each artifact displays
+itself in a notebook (``_repr_html_``; see :func:`headpursuit.io.register_html`).
 
 See the README for a tour.
 """
@@ -56,6 +59,7 @@ from .ranking import (
     somp_factored,
     word_token_ids,
 )
+from .report import write_report
 from .steering import SteeringRun, compare_generations, generate, steer
 
 __all__ = [
@@ -105,4 +109,5 @@ __all__ = [
     "steer",
     "weights_fingerprint",
     "word_token_ids",
+    "write_report",
 ]

@@ -1,48 +1,57 @@
-"""Figures, tables and one self-contained HTML report from the JSON artifacts.
+"""Figures for papers: matplotlib figures of every artifact, to save in any format.
 
-The figure functions return :class:`matplotlib.figure.Figure` objects (built without
-pyplot, so they display in a notebook and leave global state alone); only
-:func:`write_report` writes files: the HTML (inline CSS, figures embedded as base64 PNG,
-no external URL) and each PNG beside it.
+Each function returns a :class:`matplotlib.figure.Figure` built without pyplot (it
+displays in a notebook and leaves global state alone); save it with
+``figure.savefig("heads.pdf")`` (or ``.svg``, ``.png``). :func:`report_figures` makes the
+set the ``report`` command writes beside the HTML. matplotlib is imported when a figure is
+made, not when the package is imported.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
-import os
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
+from ..errors import InputError
+from ..ranking.controls import jaccard
+from ..ranking.explain import Explanation
+from ..ranking.head_ranking import HeadRanking
+from ..steering.comparison import SteeringRun
+from .html import EXPERIMENT, EXPLANATION, RANKING, STEERING, split_artifacts, steering_effect
 
-from ._version import __version__
-from .errors import InputError
-from .io import atomic_write
-from .ranking.controls import jaccard
-from .ranking.explain import Explanation
-from .ranking.head_ranking import HeadRanking
-from .steering.comparison import SteeringRun
-
-Artifact = HeadRanking | Explanation | SteeringRun
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def evr_heatmap(ranking: HeadRanking, *, top_k: int = 10) -> Figure:
-    """Layers x heads heatmap of a ranking's concept EVR, its top-k heads outlined.
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def head_heatmap(ranking: HeadRanking, quantity: str = "scores", *, top_k: int = 10) -> Figure:
+    """Layers x heads heatmap of one per-head number of a ranking, its top-k heads outlined.
 
     Args:
-        ranking: ``evr`` of shape ``[n_layers, n_heads]``.
-        top_k: how many of the best heads (by ``scores``) to outline.
+        ranking: ``scores``/``evr``/each table of shape ``[n_layers, n_heads]``.
+        quantity: ``"scores"``, ``"evr"`` or the name of one of ``ranking.tables``.
+        top_k: how many of the best heads (by ``scores``, inside the layer window) to outline.
     """
-    evr = ranking.evr.float().numpy()
-    n_layers, n_heads = evr.shape
-    figure = Figure(figsize=(max(4.5, 0.45 * n_heads + 2.5), max(3.0, 0.15 * n_layers + 1.8)))
+    tables = {"scores": ranking.scores, "evr": ranking.evr, **ranking.tables}
+    if quantity not in tables:
+        raise InputError(
+            f"Unknown quantity {quantity!r} for this ranking; choose one of {', '.join(tables)}."
+        )
+    values = tables[quantity].float().numpy()
+    n_layers, n_heads = values.shape
+    figure = _figure(max(4.5, 0.45 * n_heads + 2.5), max(3.0, 0.15 * n_layers + 1.8))
     axes = figure.add_subplot()
-    image = axes.imshow(evr, aspect="auto", cmap="viridis", origin="lower")
-    figure.colorbar(image, ax=axes, label=f"EVR ({ranking.n_atoms} atoms)")
-    top = ranking.top(min(top_k, ranking.n_heads_total))
+    image = axes.imshow(values, aspect="auto", cmap="viridis", origin="lower")
+    label = {"scores": f"{ranking.criterion} score", "evr": f"EVR ({ranking.n_atoms} atoms)"}
+    figure.colorbar(image, ax=axes, label=label.get(quantity, quantity))
+    top = ranking.top(min(top_k, len(ranking.eligible())))
     axes.scatter(
         [h.head for h in top],
         [h.layer for h in top],
@@ -54,10 +63,15 @@ def evr_heatmap(ranking: HeadRanking, *, top_k: int = 10) -> Figure:
     )
     axes.set_xlabel("head")
     axes.set_ylabel("layer")
-    axes.set_title(f"{ranking.concept}: concept EVR per head")
+    axes.set_title(f"{ranking.concept}: {label.get(quantity, quantity)} per head")
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize="small", frameon=False)
     figure.tight_layout()
     return figure
+
+
+def evr_heatmap(ranking: HeadRanking, *, top_k: int = 10) -> Figure:
+    """:func:`head_heatmap` of the concept-restricted SOMP EVR."""
+    return head_heatmap(ranking, "evr", top_k=top_k)
 
 
 def jaccard_table(rankings: Sequence[HeadRanking], k: int = 10):
@@ -65,7 +79,7 @@ def jaccard_table(rankings: Sequence[HeadRanking], k: int = 10):
     import pandas as pd
 
     names = [r.concept for r in rankings]
-    tops = [set(r.top(min(k, r.n_heads_total))) for r in rankings]
+    tops = [set(r.top(min(k, len(r.eligible())))) for r in rankings]
     values = [[jaccard(a, b) for b in tops] for a in tops]
     return pd.DataFrame(values, index=names, columns=names)
 
@@ -74,150 +88,167 @@ def jaccard_heatmap(rankings: Sequence[HeadRanking], k: int = 10) -> Figure:
     """Heatmap of :func:`jaccard_table`, values written in the cells."""
     table = jaccard_table(rankings, k)
     size = max(3.0, 0.8 * len(table) + 2.0)
-    figure = Figure(figsize=(size, size * 0.85))
+    figure = _figure(size, size * 0.85)
     axes = figure.add_subplot()
     image = axes.imshow(table.to_numpy(), vmin=0.0, vmax=1.0, cmap="magma")
     axes.set_xticks(range(len(table)), table.columns, rotation=45, ha="right")
     axes.set_yticks(range(len(table)), table.index)
     for i in range(len(table)):
         for j in range(len(table)):
-            value = table.iat[i, j]
-            axes.text(j, i, f"{value:.2f}", ha="center", va="center", color="grey")
+            axes.text(j, i, f"{table.iat[i, j]:.2f}", ha="center", va="center", color="grey")
     figure.colorbar(image, ax=axes, label="Jaccard")
     axes.set_title(f"Overlap of top-{k} head sets")
     figure.tight_layout()
     return figure
 
 
-def figure_png(figure: Figure) -> bytes:
-    """A figure as PNG bytes."""
+def evr_curves(explanation: Explanation) -> Figure:
+    """EVR after each SOMP step, one panel per head, each point labelled with its token."""
+    n = len(explanation.heads)
+    if n == 0:
+        raise InputError("This explanation holds no heads to draw.")
+    columns = min(n, 3)
+    rows = math.ceil(n / columns)
+    figure = _figure(3.4 * columns, 2.8 * rows)
+    for index, item in enumerate(explanation.heads):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        steps = range(1, len(item.evr) + 1)
+        axes.plot(steps, item.evr, marker="o", color="#31688e")
+        axes.set_xticks(list(steps), item.somp_tokens, rotation=45, ha="right", fontsize="small")
+        axes.set_ylim(0, max(max(item.evr, default=0.0) * 1.15, 0.05))
+        axes.set_title(str(item.head), fontsize="medium")
+        if index % columns == 0:
+            axes.set_ylabel("EVR")
+    figure.suptitle(f"SOMP over the full vocabulary ({explanation.model_id})", fontsize="medium")
+    figure.tight_layout()
+    return figure
+
+
+def _control_panel(
+    axes: Any,
+    controls: Sequence[float],
+    selected: float | None,
+    low: float | None,
+    high: float | None,
+    others: Sequence[tuple[str, float]],
+    reference: float,
+) -> None:
+    finite = [c for c in controls if math.isfinite(c)]
+    if finite:
+        axes.hist(finite, bins=max(5, min(20, round(math.sqrt(len(finite))) * 2)), color="#9aa5b1")
+    axes.axvline(reference, color="#777", linestyle="--", linewidth=1, label="unmodified")
+    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        axes.axvspan(low, high, color="#e4002b", alpha=0.15, label="95% CI")
+    if selected is not None and math.isfinite(selected):
+        axes.axvline(selected, color="#e4002b", linewidth=2, label="selected heads")
+    for name, value in others:
+        if math.isfinite(value):
+            axes.axvline(value, color="#1f77b4", linewidth=1.5)
+            axes.annotate(name, (value, 0.95), xycoords=("data", "axes fraction"),
+                          fontsize="x-small", color="#1f77b4", rotation=90, va="top")  # fmt: skip
+    axes.set_ylabel("control sets")
+
+
+def experiment_figure(result: Any) -> Figure:
+    """For each (k, α) and item set: the control sets' effects, the selected heads' effect
+    with its 95% CI, other rankings' heads, and the unmodified model (1).
+
+    Args:
+        result: an experiment result (``kind == "headpursuit.experiment"``).
+    """
+    rows = result.summary()
+    settings = result.settings()
+    sets = sorted(result.sets, key=lambda s: s.role != "target")
+    if not settings or not sets:
+        raise InputError("This experiment holds no (k, alpha) setting or item set to draw.")
+    figure = _figure(3.4 * len(sets), 2.6 * len(settings))
+    for r, (k, alpha) in enumerate(settings):
+        for c, set_ in enumerate(sets):
+            axes = figure.add_subplot(len(settings), len(sets), r * len(sets) + c + 1)
+            here = [x for x in rows if (x["set"], x["k"], x["alpha"]) == (set_.name, k, alpha)]
+            chosen = next((x for x in here if x["arm"] == "selected"), {})
+            controls = [
+                result.normalised(arm, set_.name)
+                for arm in result.arms
+                if arm.arm == "control" and (arm.k, arm.alpha) == (k, alpha)
+            ]
+            _control_panel(
+                axes,
+                controls,
+                chosen.get("value"),
+                chosen.get("low"),
+                chosen.get("high"),
+                [(x["arm"], x["value"]) for x in here if x["arm"] != "selected"],
+                1.0,
+            )
+            p = chosen.get("p", math.nan)
+            axes.set_title(
+                f"{set_.name} ({set_.role}), k={k}, α={alpha:g}\np = {p:.3g}", fontsize="small"
+            )
+            axes.set_xlabel(f"{result.primary} / unmodified", fontsize="small")
+    figure.axes[0].legend(fontsize="x-small", frameon=False)
+    figure.suptitle(f"{result.task}: {result.concept} heads vs matched random controls")
+    figure.tight_layout()
+    return figure
+
+
+def steering_figure(run: SteeringRun) -> Figure:
+    """Share of words changed vs the unmodified generation: steered heads vs each control set."""
+    effect = steering_effect(run)
+    figure = _figure(4.2, 2.8)
+    axes = figure.add_subplot()
+    _control_panel(axes, effect.controls, effect.steered, None, None, [], 0.0)
+    axes.set_xlabel("share of words changed vs unmodified")
+    name = run.concept or "heads"
+    axes.set_title(
+        f"{name} × {run.alpha:g} vs {len(run.controls)} control set(s)", fontsize="small"
+    )
+    axes.legend(fontsize="x-small", frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def report_figures(artifacts: Sequence[Any], *, top_k: int = 10) -> dict[str, Figure]:
+    """The figures of a set of artifacts, by file stem (what ``headpursuit report`` saves).
+
+    Per ranking its scores heatmap (``heads_<i>_<concept>_<criterion>``), the Jaccard
+    overlap when there are several concepts, per explanation its EVR curves, per steering
+    run the change vs its controls, per experiment its control histograms.
+    """
+    by_kind = split_artifacts(artifacts)
+    figures: dict[str, Figure] = {}
+    rankings = by_kind[RANKING]
+    for i, ranking in enumerate(rankings):
+        name = f"heads_{i}_{_slug(ranking.concept)}_{_slug(ranking.criterion)}"
+        figures[name] = head_heatmap(ranking, top_k=top_k)
+    if len({r.concept for r in rankings}) > 1:
+        firsts: dict[str, HeadRanking] = {}
+        for ranking in rankings:
+            firsts.setdefault(ranking.concept, ranking)
+        figures["jaccard"] = jaccard_heatmap(list(firsts.values()), top_k)
+    for i, explanation in enumerate(by_kind[EXPLANATION]):
+        if explanation.heads:
+            figures[f"explanation_{i}"] = evr_curves(explanation)
+    for i, run in enumerate(by_kind[STEERING]):
+        figures[f"steering_{i}_{_slug(run.concept or 'heads')}"] = steering_figure(run)
+    for i, result in enumerate(by_kind[EXPERIMENT]):
+        figures[f"experiment_{i}_{_slug(result.task)}_{_slug(result.concept)}"] = experiment_figure(
+            result
+        )
+    return figures
+
+
+def figure_bytes(figure: Figure, format: str = "png") -> bytes:
+    """A figure as ``format`` bytes (``"png"``, ``"svg"``, ``"pdf"``)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format=format, dpi=150 if format == "png" else None)
     return buffer.getvalue()
 
 
-@dataclass
-class ReportFigure:
-    """A named figure of the report (``name`` is also its PNG file stem)."""
-
-    name: str
-    caption: str
-    png: bytes
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
-h1 { font-size: 1.6rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-figure { margin: 1rem 0; } figcaption { font-size: 0.85rem; color: #555; }
-img { max-width: 100%; } .meta { color: #666; font-size: 0.85rem; }
-"""
-
-
-def _table(frame) -> str:
-    return frame.to_html(index=False, escape=True, border=0, float_format=lambda x: f"{x:.3f}")
-
-
-def _figure_html(figure: ReportFigure) -> str:
-    data = base64.b64encode(figure.png).decode("ascii")
-    return (
-        f'<figure><img class="figure" id="fig-{html.escape(figure.name)}" '
-        f'alt="{html.escape(figure.caption)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>"
-    )
-
-
-def build_report(
-    artifacts: Sequence[Artifact], *, top_k: int = 10
-) -> tuple[str, list[ReportFigure]]:
-    """The report's HTML text and its figures (nothing is written).
-
-    Args:
-        artifacts: rankings, explanations and steering runs, in any mix.
-        top_k: heads per ranking shown in tables, outlined in heatmaps and used for Jaccard.
-    """
-    if not artifacts:
-        raise InputError("No artifacts to report on; pass ranking/explanation/steering JSON files.")
-    rankings = [a for a in artifacts if isinstance(a, HeadRanking)]
-    explanations = [a for a in artifacts if isinstance(a, Explanation)]
-    runs = [a for a in artifacts if isinstance(a, SteeringRun)]
-    figures: list[ReportFigure] = []
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>headpursuit report</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>headpursuit report</h1>",
-        f"<p class='meta'>headpursuit {html.escape(__version__)}; "
-        f"{len(rankings)} rankings, {len(explanations)} explanations, "
-        f"{len(runs)} steering runs.</p>",
-    ]
-    if rankings:
-        parts.append("<h2>Heads ranked per concept</h2>")
-    for index, ranking in enumerate(rankings):
-        name = f"evr_{index}_{_slug(ranking.concept)}"
-        caption = (
-            f"{ranking.concept}: concept-restricted SOMP EVR per head "
-            f"(model {ranking.model_id}); red squares: top {top_k} by {ranking.criterion}."
-        )
-        figures.append(ReportFigure(name, caption, figure_png(evr_heatmap(ranking, top_k=top_k))))
-        parts.append(f"<h3>{html.escape(ranking.concept)}</h3>")
-        parts.append(_figure_html(figures[-1]))
-        parts.append(_table(ranking.to_frame().head(top_k)))
-    if len(rankings) >= 2:
-        figures.append(
-            ReportFigure(
-                "jaccard",
-                f"Jaccard overlap of the concepts' top-{top_k} head sets.",
-                figure_png(jaccard_heatmap(rankings, top_k)),
-            )
-        )
-        parts.append("<h2>Overlap between concepts</h2>")
-        parts.append(_figure_html(figures[-1]))
-        parts.append(_table(jaccard_table(rankings, top_k).reset_index(names="concept")))
-    if explanations:
-        parts.append("<h2>Heads explained: SOMP tokens vs logit lens</h2>")
-    for explanation in explanations:
-        source = f" ({explanation.source})" if explanation.source else ""
-        parts.append(
-            f"<p class='meta'>{html.escape(explanation.model_id)}{html.escape(source)}, "
-            f"{explanation.n_atoms} SOMP atoms over the full vocabulary, "
-            f"{explanation.n_samples} samples.</p>"
-        )
-        parts.append(_table(explanation.to_frame()))
-    if runs:
-        parts.append("<h2>Steering examples</h2>")
-    for run in runs:
-        heads = ", ".join(str(h) for h in run.heads)
-        controls = "; ".join(", ".join(str(h) for h in c) for c in run.controls)
-        parts.append(
-            f"<p class='meta'>{html.escape(run.concept or 'heads')} [{html.escape(heads)}] "
-            f"scaled by α = {run.alpha:g} at {html.escape(run.positions)} positions; "
-            f"matched random controls: {html.escape(controls)}.</p>"
-        )
-        parts.append(_table(run.to_frame()))
-    parts.append("</body></html>")
-    return "\n".join(parts), figures
-
-
-def write_report(
-    artifacts: Sequence[Artifact], path: str | os.PathLike[str], *, top_k: int = 10
-) -> list[Path]:
-    """Write the HTML report and its PNG figures beside it (each atomically).
-
-    Returns:
-        The written paths, the HTML first.
-    """
-    path = Path(path)
-    text, figures = build_report(artifacts, top_k=top_k)
-    written = []
-    for figure in figures:
-        png = path.with_name(f"{path.stem}_{figure.name}.png")
-        written.append(atomic_write(png, lambda tmp, data=figure.png: Path(tmp).write_bytes(data)))
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    return [path, *written]
+def figure_png(figure: Figure) -> bytes:
+    """A figure as PNG bytes."""
+    return figure_bytes(figure, "png")
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text)[:40] or "concept"
+    return "".join(c if c.isalnum() else "_" for c in text)[:40] or "x"
