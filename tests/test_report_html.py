@@ -152,7 +152,7 @@ def test_experiment_html_draws_every_control_set():
         counts = [int(n) for n in re.findall(r"<title>(\d+) control set\(s\) in", panel)]
         assert sum(counts) == 20
     # The selected heads fall below all 20 controls on the target set: p = 1 / 21.
-    assert text.count("colors (target): p = 0.048") == 2
+    assert text.count("colors (target): p = 0.0476") == 2
     assert "<td class='hp-yes'>yes</td>" in text
 
 
