@@ -116,7 +116,7 @@ def _ranked(values: list[float], eligible: list[int]) -> list[int | None]:
     return ranks
 
 
-def _flat(ranking: HeadRanking, table: Any) -> list[float]:
+def _flat(table: Any) -> list[float]:
     return [float(x) for x in table.double().flatten().tolist()]
 
 
@@ -151,22 +151,23 @@ def ranking_quantities(rankings: Sequence[HeadRanking], top_k: int) -> list[Quan
 
     for ranking in rankings:
         n_heads = ranking.shape[1]
-        values = _flat(ranking, ranking.scores)
+        values = _flat(ranking.scores)
         order = [h.layer * n_heads + h.head for h in ranking.order()]
         ranks: list[int | None] = [None] * len(values)
         for rank, i in enumerate(order, start=1):
             ranks[i] = rank
         label = unique(f"{ranking.criterion} score")
         quantities.append(Quantity(label, values, ranks, order[:top_k]))
+    by_evr = any(r.criterion == "evr" for r in rankings)  # then EVR is already a score
     for ranking in rankings:
-        values = _flat(ranking, ranking.evr)
-        if ranking.criterion != "evr" and any(svg.finite(v) for v in values):
+        values = _flat(ranking.evr)
+        if not by_evr and any(svg.finite(v) for v in values):
             label = unique(f"concept EVR ({ranking.n_atoms} atoms)")
             quantities.append(_quantity(label, values, eligible, top_k))
             break
     for ranking in rankings:
         for name, table in ranking.tables.items():
-            values = _flat(ranking, table)
+            values = _flat(table)
             if any(svg.finite(v) for v in values):
                 quantities.append(_quantity(unique(name), values, eligible, top_k))
     return quantities
