@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         somp_factored,
         word_token_ids,
     )
+    from .report import write_report
     from .steering import SteeringRun, compare_generations, generate, steer
 
 
@@ -112,6 +113,7 @@ _LAZY = {
         ],
         "ranking",
     ),
+    "write_report": "report",
     **dict.fromkeys(["SteeringRun", "compare_generations", "generate", "steer"], "steering"),
 }
 
@@ -161,9 +163,9 @@ __all__ = [
     "explain_heads",
     "generate",
     "head_somp",
+    "image_token_id",
     "jaccard",
     "load_artifact",
-    "image_token_id",
     "load_model",
     "logit_lens",
     "matched_controls",
@@ -177,4 +179,5 @@ __all__ = [
     "steer",
     "weights_fingerprint",
     "word_token_ids",
+    "write_report",
 ]

@@ -7,6 +7,11 @@ experiment results) carries ``kind`` (e.g. ``"headpursuit.ranking"``) and
 :class:`Fields`, which checks every key, type and range and refuses a damaged or foreign
 file with one line. :func:`load_artifact` reads any artifact by its kind.
 
+Notebook display: every registered artifact has ``_repr_html_``, which looks its kind up in
+a renderer registry (:func:`register_html`). The registry is filled by
+:mod:`headpursuit.report`, the last stage, which no artifact imports (data flows one way);
+the first ``_repr_html_`` call imports it by name.
+
 Writes are atomic: a temporary file (or staging directory) beside the target, then a
 rename, so an error or an interrupt never leaves half a file under the target's name, and
 Ctrl-C or SIGTERM removes the temporary file. A process killed outright (SIGKILL, power
@@ -20,6 +25,7 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -534,6 +540,44 @@ class Fields:
         ]
 
 
+# --- notebook display -----------------------------------------------------------------
+
+#: A function turning one artifact into a self-contained HTML fragment (no script needed).
+HtmlRenderer = Callable[[Any], str]
+_HTML: dict[str, HtmlRenderer] = {}
+
+
+def register_html(kind: str, render: HtmlRenderer) -> HtmlRenderer:
+    """Show artifacts of ``kind`` (e.g. ``"headpursuit.ranking"``) in notebooks with ``render``.
+
+    ``render(artifact)`` returns an HTML fragment: it is what the artifact's
+    ``_repr_html_`` returns. A later registration for the same kind replaces the earlier.
+    Returns ``render``, so this also works as ``register_html(kind, f)`` inside a decorator.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise InputError(
+            f"An HTML renderer needs an artifact kind such as 'headpursuit.ranking', got {kind!r}."
+        )
+    if not callable(render):
+        raise InputError(f"The HTML renderer for {kind!r} must be a function, got {render!r}.")
+    _HTML[kind] = render
+    return render
+
+
+def html_renderers() -> dict[str, HtmlRenderer]:
+    """``kind -> renderer`` of every registered HTML renderer."""
+    return dict(_HTML)
+
+
+def _repr_html_(artifact: Any) -> str | None:
+    """The artifact as HTML via its kind's renderer; ``None`` (plain repr) when none is registered."""
+    kind = getattr(artifact, "kind", "")
+    if kind not in _HTML:
+        importlib.import_module("headpursuit.report")  # fills the registry
+    render = _HTML.get(kind)
+    return None if render is None else render(artifact)
+
+
 # --- artifacts ------------------------------------------------------------------------
 
 _REGISTRY: dict[str, type] = {}
@@ -549,8 +593,13 @@ _ARTIFACT_MODULES = (
 
 
 def register_artifact(cls: type) -> type:
-    """Class decorator: make ``cls`` (which has ``kind`` and ``load``) known to :func:`load_artifact`."""
+    """Class decorator: make ``cls`` (which has ``kind`` and ``load``) known to :func:`load_artifact`.
+
+    A class without its own ``_repr_html_`` gets the registry lookup (see :func:`register_html`).
+    """
     _REGISTRY[cls.kind] = cls  # type: ignore[attr-defined]
+    if not hasattr(cls, "_repr_html_"):
+        cls._repr_html_ = _repr_html_  # type: ignore[attr-defined]
     return cls
 
 
@@ -577,6 +626,10 @@ class JsonArtifact:
 
     def body(self) -> dict:
         raise NotImplementedError
+
+    def _repr_html_(self) -> str | None:
+        """HTML for notebooks: the renderer registered for ``kind`` (see :func:`register_html`)."""
+        return _repr_html_(self)
 
     @classmethod
     def from_body(cls: type[T], fields: Fields) -> T:

@@ -476,24 +476,42 @@ def steer_command(
 @handle_errors
 def report(
     artifacts: Annotated[
-        list[Path], typer.Argument(help="Ranking, explanation, steering and result JSON files.")
+        list[Path],
+        typer.Argument(help="Ranking, explanation, steering and experiment JSON files."),
     ],
-    out: Annotated[Path, out_option("HTML file to write; PNG figures go beside it.")] = Path(
-        "report.html"
-    ),
+    out: Annotated[
+        Path, out_option("HTML file to write; each figure goes beside it as SVG and PNG.")
+    ] = Path("report.html"),
     top_k: Annotated[
-        int, typer.Option(min=1, help="Heads per concept in tables and overlaps.")
+        int, typer.Option(min=1, help="Heads per concept framed, listed and overlapped.")
     ] = 10,
+    figure_format: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--figure-format",
+            help="Figure file format beside the HTML (svg, png, pdf); repeat for several. "
+            "Default: svg and png.",
+        ),
+    ] = None,
+    figures: Annotated[
+        bool, typer.Option(help="Write the figure files (--no-figures: the HTML only).")
+    ] = True,
 ) -> None:
-    """Write one self-contained HTML report from any mix of JSON artifacts.
+    """Write one self-contained, interactive HTML report (works offline) and paper figures.
 
     Example: headpursuit report ranking_*.json explanation.json steering.json
     """
     from ..activations.store import Activations
     from ..errors import InputError
     from ..io import check_writable, load_artifact
-    from ..report import write_report
+    from ..report import FIGURE_FORMATS, write_report
 
+    formats = list(figure_format or ["svg", "png"]) if figures else []
+    for format in formats:
+        if format not in FIGURE_FORMATS:
+            raise InputError(
+                f"--figure-format {format!r} is not one of {', '.join(FIGURE_FORMATS)}."
+            )
     loaded = [load_artifact(existing_file(path, "artifact file")) for path in artifacts]
     for path, artifact in zip(artifacts, loaded, strict=True):
         if isinstance(artifact, Activations):
@@ -502,7 +520,7 @@ def report(
                 "and explanations made from them (`headpursuit rank` / `explain`)."
             )
     check_writable(out, what="report")
-    written = write_report(loaded, out, top_k=top_k)
+    written = write_report(loaded, out, top_k=top_k, formats=formats)
     typer.echo(f"Wrote {written[0]} (+ {len(written) - 1} figure files beside it)")
 
 
