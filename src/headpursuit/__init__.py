@@ -3,7 +3,7 @@
 The pipeline, one sub-package per stage, data flowing one way::
 
     models       load_model, AttentionSites          -> a model and where its heads are
-    activations  capture                              -> Activations (pooled z per head)
+    activations  capture, capture_to_disk             -> Activations (pooled z per head)
     ranking      rank_heads, explain_heads, controls  -> HeadRanking, Explanation
     steering     steer, compare_generations           -> SteeringRun
     evaluation   the paper's experiments              -> experiment results
@@ -13,7 +13,7 @@ See the README for a tour.
 """
 
 from ._version import __version__
-from .activations import Activations, capture, read_prompts
+from .activations import Activations, ShardedActivations, capture, capture_to_disk, read_prompts
 from .errors import (
     ArtifactError,
     ConceptError,
@@ -78,12 +78,14 @@ __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "SOMPResult",
+    "ShardedActivations",
     "SteeringRun",
     "UnsupportedArchitectureError",
     "UserError",
     "__version__",
     "as_heads",
     "capture",
+    "capture_to_disk",
     "compare_generations",
     "concept_from_words",
     "draw_controls",

@@ -16,16 +16,19 @@ from typing import Any
 
 import torch
 
-from ..activations.store import Activations
+from ..activations.store import AnyActivations
 from ..errors import InputError
 from ..heads import Head, HeadLike, as_heads, check_heads
 from ..io import Fields, JsonArtifact, register_artifact
 from ..models.architectures import AttentionSites
 from .pursuit import SOMPResult, somp_factored
 
+#: Bytes of pooled outputs gathered at once for SOMP (a chunk of heads, ``[C, n, head_dim]``).
+CODES_BUDGET = 2**30
+
 
 def head_somp(
-    activations: Activations,
+    activations: AnyActivations,
     sites: AttentionSites,
     dictionary: torch.Tensor,
     n_atoms: int,
@@ -36,24 +39,70 @@ def head_somp(
 ) -> SOMPResult:
     """SOMP on every head's (or the given heads') contributions, computed in head space.
 
+    The heads' pooled outputs are gathered a chunk at a time (at most
+    :data:`CODES_BUDGET` bytes, at least one head), so activations opened shard by shard
+    (``Activations.open``) are never all in memory.
+
+    Several processes (a process group initialised by
+    :func:`headpursuit.distributed.init_from_env`): each runs SOMP on its contiguous block
+    of the heads and the blocks are gathered, so every process returns the whole result.
+    SOMP treats heads independently, so the split does not change any head's result.
+
     Args:
-        activations: pooled ``z`` of shape ``[n, n_layers, n_heads, head_dim]``.
+        activations: pooled ``z`` of shape ``[n, n_layers, n_heads, head_dim]``, in memory
+            or on disk.
         dictionary: ``[v, d_model]`` atoms (e.g. rows of the unembedding).
         heads: the heads (default: all, layer-major).
 
     Returns:
         :class:`SOMPResult` with one row per head, in ``heads`` order.
     """
+    from .. import distributed
+
     activations.check_model(sites)
     if heads is None:
         chosen = [Head(l, h) for l in range(sites.n_layers) for h in range(sites.n_heads)]
     else:
         chosen = as_heads(heads)
         check_heads(chosen, sites.n_layers, sites.n_heads)
-    maps_by_layer = {layer: sites.head_matrices(layer) for layer in {h.layer for h in chosen}}
-    codes = torch.stack([activations.pooled[:, h.layer, h.head] for h in chosen])
-    maps = torch.stack([maps_by_layer[h.layer][h.head] for h in chosen])
-    return somp_factored(codes, maps, dictionary, n_atoms, center=center, progress=progress)
+    current = distributed.world()
+    block = distributed.block(len(chosen), current.rank, current.size)
+    mine = chosen[block.start : block.stop]
+    per_chunk = max(1, CODES_BUDGET // (4 * activations.n_samples * sites.head_dim))
+    parts = []
+    for start in range(0, len(mine), per_chunk):
+        chunk = mine[start : start + per_chunk]
+        maps_by_layer = {layer: sites.head_matrices(layer) for layer in {h.layer for h in chunk}}
+        codes = activations.head_codes(chunk)  # [C, n, head_dim]
+        maps = torch.stack([maps_by_layer[h.layer][h.head] for h in chunk])
+        parts.append(
+            somp_factored(
+                codes,
+                maps,
+                dictionary,
+                n_atoms,
+                center=center,
+                progress=progress and current.is_main,
+            )
+        )
+    if current.size > 1:
+        parts = [part for gathered in distributed.all_gather(parts) for part in gathered]
+    return _concatenate(parts)
+
+
+def _concatenate(parts: list[SOMPResult]) -> SOMPResult:
+    """One :class:`SOMPResult` from per-chunk results, rows in order."""
+    parts = [part for part in parts if len(part.support)]
+    if not parts:
+        raise InputError("No heads to run SOMP on.")
+    if len(parts) == 1:
+        return parts[0]
+    return SOMPResult(
+        torch.cat([p.support for p in parts]),
+        torch.cat([p.evr for p in parts]),
+        torch.cat([p.coefficients for p in parts]),
+        sum(p.n_exact_scores for p in parts),
+    )
 
 
 def check_window(layers: tuple[int, int] | None, n_layers: int) -> tuple[int, int] | None:
