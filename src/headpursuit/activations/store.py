@@ -213,7 +213,9 @@ class Activations:
         from safetensors import safe_open
 
         if not path.is_file():
-            raise InputError(f"No activations at {path}; make them with `{cls.made_by}`.")
+            raise InputError(
+                f"No activations file or directory at {path}; make one with `{cls.made_by}`."
+            )
         if not cls.sniff(path):
             raise ArtifactError(
                 f"{path} is not a headpursuit activations file (not safetensors); make one "

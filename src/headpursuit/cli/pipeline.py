@@ -173,6 +173,9 @@ def capture(
         int | None,
         typer.Option(min=1, help="Prompts per shard file (default: about 128 MiB per shard)."),
     ] = None,
+    threads: Annotated[
+        int, typer.Option(min=0, help="CPU threads for torch per process (0 = torch's default).")
+    ] = 0,
     progress: ProgressOption = True,
 ) -> None:
     """Run prompts through the model and store each head's pooled output, shard by shard.
@@ -199,6 +202,7 @@ def capture(
     world = distributed.init_from_env()
     device = _process_device(world, device, device_map)
     texts = read_prompts(prompts, column=column, split=split, limit=limit)
+    _set_threads(threads)
     loaded = load(model, dtype, device, device_map)
     try:
         capture_to_disk(
