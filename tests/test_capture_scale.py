@@ -36,6 +36,7 @@ from headpursuit import (
     head_somp,
     rank_heads,
 )
+from headpursuit.activations import shards
 from headpursuit.cli import app
 from headpursuit.ranking import head_ranking
 
@@ -333,6 +334,26 @@ def test_unusable_outputs_are_refused_before_any_work(tmp_path, model):
     if not os.access(locked, os.W_OK):  # root ignores permissions
         with pytest.raises(InputError, match="no write permission"):
             capture_to_disk(model, prompts, locked / "acts", progress=False)
+
+
+def test_a_full_disk_is_a_user_error_and_keeps_the_finished_shards(tmp_path, model, monkeypatch):
+    import errno
+
+    written = []
+    real = shards.atomic_write
+
+    def fill_up(path, write):
+        if Path(path).name.startswith("shard-") and len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        return real(path, write)
+
+    monkeypatch.setattr(shards, "atomic_write", fill_up)
+    with pytest.raises(InputError, match="No space left on device; make room"):
+        capture_to_disk(model, random_prompts(9), tmp_path / "acts", shard_size=3, progress=False)
+    assert [f for f in _files(tmp_path / "acts") if f.startswith("shard")] == [
+        "shard-00000.safetensors"
+    ]
 
 
 def test_a_killed_command_line_capture_resumes(tmp_path, tiny_dir):

@@ -381,8 +381,13 @@ def capture_to_disk(
     )
     entries = plan.entries()
     try:
-        missing = distributed.on_main(lambda: shards.prepare(out, plan, prompts))
-        already_complete = not missing and shards.read_meta(out).complete
+
+        def prepare() -> tuple[list[int], bool]:
+            missing = shards.prepare(out, plan, prompts)
+            return missing, not missing and shards.read_meta(out).complete
+
+        # Rank 0 decides for everyone, so that all processes reach the same collectives.
+        missing, already_complete = distributed.on_main(prepare)
         mine = missing[current.rank :: current.size]
         rows_total = sum(entries[i].stop - entries[i].start for i in mine)
         show = progress and bool(mine) and current.is_main  # one bar: rank 0's share

@@ -180,7 +180,13 @@ def write_shard(path: Path, pooled: torch.Tensor, metadata: dict[str, str]) -> s
                 handle.write(part)
                 digest.update(part)
 
-    atomic_write(path, write)
+    try:
+        atomic_write(path, write)
+    except OSError as error:  # e.g. a full disk: the finished shards are kept
+        raise InputError(
+            f"Cannot write {path}: {error.strerror or error}; make room or choose another "
+            "--out, then run the same command again to continue."
+        ) from error
     return digest.hexdigest()
 
 
