@@ -415,6 +415,8 @@ def test_two_processes_capture_and_rank_like_one(tmp_path, tiny_dir):
     rank_args = [str(concept), "--model", str(tiny_dir), "--criterion", "specificity"]
     rank_args += ["--n-random", "2", "--n-atoms", "2"]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    if sys.platform == "linux":  # gloo on the loopback: containers' host names may not resolve
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     bin_dir = Path(PYTHON).parent
     launched = subprocess.run(
         [str(bin_dir / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",

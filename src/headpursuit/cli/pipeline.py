@@ -15,7 +15,7 @@ writes the results and prints.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -38,6 +38,9 @@ from .common import (
     out_option,
     parse_window,
 )
+
+if TYPE_CHECKING:
+    from ..distributed import World
 
 ActivationsArg = Annotated[
     Path, typer.Argument(help="Activations directory written by `headpursuit capture`.")
@@ -115,7 +118,7 @@ def _existing(path: Path, what: str) -> Path:
     return path
 
 
-def _process_device(world, device: str | None, device_map: str | None) -> str | None:
+def _process_device(world: World, device: str | None, device_map: str | None) -> str | None:
     """The device of this process: with several processes, GPU ``LOCAL_RANK`` when there are GPUs."""
     import torch
 
@@ -183,8 +186,8 @@ def capture(
     Writes the directory OUT: meta.json, prompts.jsonl and shard-00000.safetensors, ...
     (tensor `pooled` [rows, n_layers, n_heads, head_dim], head space, before W_O). Memory
     stays flat whatever the number of prompts. Interrupted? Run the same command again:
-    finished shards are kept. Several GPUs: `accelerate launch -m headpursuit capture ...`
-    runs one process per GPU, each writing its own shards.
+    finished shards are kept. Several GPUs: `accelerate launch --multi_gpu --num_processes 4
+    -m headpursuit capture ...` runs one process per GPU, each writing its own shards.
 
     Example: headpursuit capture --prompts questions.txt --out acts
     """
@@ -280,8 +283,9 @@ def rank(
     Writes the ranking JSON and prints the top heads and the concept's words that have no
     single-token spelling (dropped).
 
-    Several processes (`accelerate launch -m headpursuit rank ...`) split the heads' SOMP
-    between them; rank 0 writes the ranking. The activations are read a shard at a time.
+    Several processes (`accelerate launch --multi_gpu ... -m headpursuit rank ...`) split
+    the heads' SOMP between them; rank 0 writes the ranking. The activations are read a
+    shard at a time.
 
     Example: headpursuit rank activations colors --criterion specificity
     """
