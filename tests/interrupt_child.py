@@ -4,15 +4,18 @@ at that moment.
 
     python interrupt_child.py hold-file TARGET READY     # atomic_write, held inside write()
     python interrupt_child.py hold-dir TARGET READY      # atomic_directory, held inside fill()
-    python interrupt_child.py cli [--tiny-model] [--hold READY | --barrier DIR N] -- ARGS...
+    python interrupt_child.py cli [--tiny-model] [--hold READY [--hold-name GLOB] |
+                                  --barrier DIR N] -- ARGS...
 
 ``--hold`` holds the first rename of a temporary file or staging directory of ours (the
 temporary is complete then: the moment a save is most exposed) after creating READY;
+with ``--hold-name`` only a rename onto a name matching GLOB (e.g. ``shard-*``) is held.
 ``--barrier`` makes every rename of ours wait until N processes have reached one.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 import time
@@ -57,6 +60,9 @@ def run_cli(options: list[str], args: list[str]) -> None:
         model = tiny_text_model("llama_gqa")
         loading.load_model = lambda *a, **k: model
     gate = None
+    pattern = "*"
+    if "--hold-name" in options:
+        pattern = options[options.index("--hold-name") + 1]
     if "--hold" in options:
         ready = options[options.index("--hold") + 1]
 
@@ -78,7 +84,9 @@ def run_cli(options: list[str], args: list[str]) -> None:
             original = getattr(os, name)
 
             def gated(src, dst, *a, _original=original, **k):
-                if Path(src).name.startswith(TEMP_PREFIX):
+                if Path(src).name.startswith(TEMP_PREFIX) and fnmatch.fnmatch(
+                    Path(dst).name, pattern
+                ):
                     gate()
                 return _original(src, dst, *a, **k)
 

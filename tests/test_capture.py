@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
@@ -155,7 +153,7 @@ def test_padding_and_batch_size_do_not_change_the_result():
 def test_save_load_round_trip_is_exact(tmp_path):
     loaded = tiny_model("gpt2")
     acts = capture(loaded, random_prompts(4), progress=False)
-    path = acts.save(tmp_path / "acts.safetensors")
+    path = acts.save(tmp_path / "acts")
     back = Activations.load(path)
     assert torch.equal(back.pooled, acts.pooled)
     for attribute in (
@@ -165,9 +163,10 @@ def test_save_load_round_trip_is_exact(tmp_path):
         "d_model",
         "prompts",
         "library_version",
+        "settings",
     ):
         assert getattr(back, attribute) == getattr(acts, attribute)
-    assert [p.name for p in tmp_path.iterdir()] == ["acts.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["acts"]
 
 
 def test_load_rejects_other_files(tmp_path):
@@ -190,14 +189,16 @@ def test_activations_from_another_model_are_refused():
 
 
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
+    from headpursuit.activations import shards
+
     acts = capture(tiny_model("gpt2"), random_prompts(2), progress=False)
 
     def explode(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sys.modules["safetensors.torch"], "save_file", explode)
+    monkeypatch.setattr(shards, "write_json", explode)  # meta.json: the last file written
     with pytest.raises(KeyboardInterrupt):
-        acts.save(tmp_path / "acts.safetensors")
+        acts.save(tmp_path / "acts")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import headpursuit
 from conftest import random_prompts, tiny_text_model
-from headpursuit import Activations
+from headpursuit import Activations, ArtifactError
 from headpursuit.cli import app
 from headpursuit.io import TEMP_PREFIX, atomic_write, is_stale_temp, remove_stale_temp
 from headpursuit.models import loading
@@ -106,22 +106,35 @@ def test_signal_during_startup_is_one_line(tmp_path, prompts, signum, code, word
 
 
 @pytest.mark.parametrize(("signum", "code", "word"), SIGNALS, ids=["SIGINT", "SIGTERM"])
-def test_signal_during_a_save_leaves_no_file(tmp_path, prompts, signum, code, word):
-    """Sent when the activations are written in full to the temporary file, just before
-    the rename: the temporary file is removed and the target never appears."""
-    out, ready = tmp_path / "out", tmp_path / "ready"
-    args = ["capture", "--prompts", str(prompts), "--out", str(out / "acts.safetensors")]
-    child = start(
-        str(CHILD), "cli", "--tiny-model", "--hold", str(ready), "--", *args, "--no-progress"
-    )
+def test_signal_during_a_save_leaves_no_partial_file(
+    tmp_path, prompts, monkeypatch, signum, code, word
+):
+    """Sent when a shard of the activations is written in full to its temporary file, just
+    before the rename: the temporary file is removed, the shard never appears, the artifact
+    stays unfinished (refused by readers), and the same command finishes it."""
+    out, ready = tmp_path / "acts", tmp_path / "ready"
+    args = ["capture", "--prompts", str(prompts), "--out", str(out), "--shard-size", "2"]
+    hold = ["--hold", str(ready), "--hold-name", "shard-*"]
+    child = start(str(CHILD), "cli", "--tiny-model", *hold, "--", *args, "--no-progress")
     wait_for(ready.exists, child, "the save")
-    assert len(ours(out)) == 1  # the whole temporary file, about to be renamed
+    assert len(ours(out)) == 1  # the whole temporary shard file, about to be renamed
     child.send_signal(signum)
     status, err = finish(child)
     assert status == code, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == f"{word}; no partial file was left."
-    assert list(out.iterdir()) == []
+    assert err.strip().splitlines()[-1] == (
+        f"{word}; the finished shards in {out} are kept: run the same command again to continue."
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "prompts.jsonl"]
+    with pytest.raises(ArtifactError, match=r"unfinished capture \(0 of 3 shards"):
+        Activations.load(out)
+
+    tiny = tiny_text_model("llama_gqa")
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: tiny)
+    result = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert Activations.load(out).n_samples == 6
+    assert ours(out) == []
 
 
 def test_sigkill_leftover_is_removed_by_the_next_run(tmp_path, prompts, monkeypatch):

@@ -101,14 +101,20 @@ def test_no_import_cycle():
 #: The pipeline's stages in data-flow order; a module may import only from its own stage
 #: or an earlier one (the package's ``__init__`` re-exports everything and is left out).
 STAGES = [
-    ("headpursuit._version", "headpursuit.errors", "headpursuit.heads", "headpursuit.io"),
+    (
+        "headpursuit._version",
+        "headpursuit.errors",
+        "headpursuit.heads",
+        "headpursuit.io",
+        "headpursuit.distributed",
+    ),
     ("headpursuit.models",),
     ("headpursuit.activations",),
     ("headpursuit.ranking",),
     ("headpursuit.steering",),
     ("headpursuit.evaluation",),
     ("headpursuit.report",),
-    ("headpursuit.cli",),
+    ("headpursuit.cli", "headpursuit.__main__"),
 ]
 
 

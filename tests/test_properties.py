@@ -16,6 +16,7 @@ import errno
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -357,6 +358,8 @@ def workdir(tmp_path_factory) -> Path:
 def run_cli(root: Path, args: list[str]):
     """Run a command in ``root`` with the tiny model; assert the error contract."""
     out = root / "out.file"
+    if out.is_dir():  # activations are a directory
+        shutil.rmtree(out)
     out.unlink(missing_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(loading, "load_model", lambda *a, **k: TINY)
@@ -364,7 +367,8 @@ def run_cli(root: Path, args: list[str]):
         result = runner.invoke(app, [*args, "--out", str(out)])
     assert "Traceback" not in result.output, result.output
     assert result.exit_code in (0, 2), (result.exit_code, result.output)
-    assert not [p for p in root.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    written = [*root.iterdir(), *(out.iterdir() if out.is_dir() else [])]
+    assert not [p for p in written if p.name.startswith(TEMP_PREFIX)]
     if result.exit_code == 2:
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
         assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr

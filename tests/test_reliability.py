@@ -79,6 +79,8 @@ def files(tmp_path_factory) -> Path:
     )
     (root / "noise.safetensors").write_bytes(bytes(range(256)) * 4)
     (root / "adir").mkdir()
+    (root / "fulldir").mkdir()
+    (root / "fulldir" / "notes.txt").write_text("not ours\n")
     (root / "empty.txt").write_text("# nothing\n\n")
     (root / "one.txt").write_text("red blue\n")
     (root / "dup.txt").write_text("red blue\nred blue\n")
@@ -156,9 +158,14 @@ BEFORE_LOAD = {
         ["capture", "--prompts", "p.txt", "--max-length", "-5", *OUT],
         "--max-length",
     ),
-    "capture --out a directory": (
-        ["capture", "--prompts", "p.txt", "--out", "adir"],
-        "is a directory",
+    # Activations are a directory: a new or empty one is fine, one of other files is not.
+    "capture --out a directory of other files": (
+        ["capture", "--prompts", "p.txt", "--out", "fulldir"],
+        "holding other files",
+    ),
+    "capture --out an existing file": (
+        ["capture", "--prompts", "p.txt", "--out", "p.txt"],
+        "is a file",
     ),
     "capture --out under a file": (
         ["capture", "--prompts", "p.txt", "--out", "p.txt/x"],

@@ -3,7 +3,7 @@
 The pipeline, one sub-package per stage, data flowing one way::
 
     models       load_model, AttentionSites          -> a model and where its heads are
-    activations  capture                              -> Activations (pooled z per head)
+    activations  capture, capture_to_disk             -> Activations (pooled z per head)
     ranking      rank_heads, explain_heads, controls  -> HeadRanking, Explanation
     steering     steer, compare_generations           -> SteeringRun
     evaluation   the paper's experiments              -> experiment results
@@ -29,7 +29,13 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .activations import Activations, capture, read_prompts
+    from .activations import (
+        Activations,
+        ShardedActivations,
+        capture,
+        capture_to_disk,
+        read_prompts,
+    )
     from .heads import Head, as_heads, parse_head
     from .io import load_artifact
     from .models import (
@@ -72,7 +78,10 @@ if TYPE_CHECKING:
 # headpursuit` and the command line start without torch: the CLI installs its Ctrl-C and
 # SIGTERM handling before the heavy imports, and `--help` is quick.
 _LAZY = {
-    **dict.fromkeys(["Activations", "capture", "read_prompts"], "activations"),
+    **dict.fromkeys(
+        ["Activations", "ShardedActivations", "capture", "capture_to_disk", "read_prompts"],
+        "activations",
+    ),
     **dict.fromkeys(["Head", "as_heads", "parse_head"], "heads"),
     "load_artifact": "io",
     **dict.fromkeys(
@@ -151,12 +160,14 @@ __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "SOMPResult",
+    "ShardedActivations",
     "SteeringRun",
     "UnsupportedArchitectureError",
     "UserError",
     "__version__",
     "as_heads",
     "capture",
+    "capture_to_disk",
     "compare_generations",
     "concept_from_words",
     "draw_controls",

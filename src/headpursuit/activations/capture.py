@@ -19,19 +19,27 @@ Which positions are pooled (``pooling``):
 * ``"last"``: the last non-padding position.
 * ``"image"`` / ``"text"``: a VLM prompt's image-token positions, or its other
   non-special positions.
+
+:func:`capture` returns the activations in memory. :func:`capture_to_disk` streams them
+into an artifact directory a shard at a time (memory flat in n), resumes an interrupted
+capture, and splits the work between processes under ``torchrun`` / ``accelerate
+launch`` (see :mod:`headpursuit.activations.shards` for the format).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import InputError
+from ..errors import DegenerateDataError, InputError
 from ..models.architectures import AttentionSites, image_token_id
 from ..models.loading import LoadedModel
+from . import shards
 from .prompts import adds_special_tokens, format_prompts, has_chat_template
 from .store import Activations
 
@@ -41,11 +49,10 @@ POOLINGS = ("mean", "all", "last", "image", "text")
 class _PoolingHooks:
     """Forward hooks on every layer's output projection that pool its input per sample."""
 
-    def __init__(self, sites: AttentionSites, out: torch.Tensor):
+    def __init__(self, sites: AttentionSites):
         self.sites = sites
-        self.out = out  # [n, L, H, dh]
+        self.out: torch.Tensor | None = None  # [B, L, H, dh] the batch's pooled outputs
         self.weights: torch.Tensor | None = None  # [B, T] pooling weights, rows sum to 1
-        self.rows: torch.Tensor | None = None  # [B] sample indices of the batch
         self.handles = [
             site.out_proj.register_forward_hook(self._hook(site.index)) for site in sites.layers
         ]
@@ -63,9 +70,7 @@ class _PoolingHooks:
                 scale = torch.rsqrt(output.float().pow(2).mean(-1) + eps)  # [B, T]
                 weights = weights * scale
             pooled = torch.einsum("bt,btf->bf", weights, z.float())
-            self.out[self.rows, layer, :n_heads, :head_dim] = pooled.view(
-                -1, n_heads, head_dim
-            ).cpu()
+            self.out[:, layer, :n_heads, :head_dim] = pooled.view(-1, n_heads, head_dim).cpu()
 
         return hook
 
@@ -193,6 +198,81 @@ def encode_batch(
     return batch
 
 
+class _Runner:
+    """Runs batches of prompts through the model and returns their pooled head outputs."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        prompts: Sequence[str],
+        images: Sequence[Any] | None,
+        pooling: str,
+        masks: Sequence[torch.Tensor] | None,
+        max_length: int,
+        chat: bool,
+    ):
+        self.loaded = loaded
+        self.sites = AttentionSites(loaded.model)
+        self.prompts = prompts
+        self.texts = format_prompts(loaded.tokenizer, prompts, chat)
+        self.wrapped = chat and has_chat_template(loaded.tokenizer)
+        self.images, self.pooling, self.masks = images, pooling, masks
+        self.max_length, self.chat = max_length, chat
+        self.image_token = image_token_id(loaded)
+        self.hooks = _PoolingHooks(self.sites)
+
+    @property
+    def row_shape(self) -> tuple[int, int, int]:
+        """``(n_layers, n_heads, head_dim)``: the shape of one sample's pooled outputs.
+
+        ``head_dim`` is the largest over the layers: a layer with smaller heads fills the
+        leading part of each head's slot and the rest stays zero.
+        """
+        return self.sites.n_layers, self.sites.n_heads, self.sites.head_dim
+
+    def order(self, rows: Sequence[int]) -> list[int]:
+        """``rows`` in processing order: text-only prompts longest first (little padding)."""
+        if self.images is None and self.masks is None:
+            return sorted(rows, key=lambda i: -len(self.texts[i]))
+        return list(rows)
+
+    def run(self, rows: list[int]) -> torch.Tensor:
+        """Pooled head outputs of prompts ``rows``: ``[len(rows), L, H, head_dim]`` float32."""
+        loaded, images = self.loaded, self.images
+        batch = encode_batch(
+            loaded,
+            [self.texts[i] for i in rows],
+            None if images is None else [images[i] for i in rows],
+            self.max_length,
+            chat=self.chat,
+            contents=[self.prompts[i] for i in rows] if self.wrapped and images is None else None,
+        )
+        if self.masks is not None:
+            chosen = _mask_positions(batch["attention_mask"], [self.masks[i] for i in rows])
+        else:
+            chosen = pooling_positions(batch, self.pooling, self.image_token)
+        self.hooks.weights = _pool_weights(chosen, [self.prompts[i] for i in rows])
+        self.hooks.out = torch.zeros(len(rows), *self.row_shape)
+        inputs = {
+            key: value.to(loaded.device)
+            for key, value in batch.items()
+            if key not in ("special_tokens_mask", "content_mask")
+        }
+        with torch.inference_mode():
+            loaded.model.base_model(**inputs, use_cache=False)
+        out, self.hooks.out = self.hooks.out, None
+        return out
+
+    def close(self) -> None:
+        self.hooks.remove()
+
+
+def _settings(loaded: LoadedModel, batch_size: int, max_length: int, chat: bool) -> dict:
+    """The capture settings stored with the activations."""
+    dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    return {"max_length": max_length, "chat": chat, "batch_size": batch_size, "model_dtype": dtype}
+
+
 def capture(
     loaded: LoadedModel,
     prompts: Sequence[str],
@@ -205,7 +285,9 @@ def capture(
     chat: bool = False,
     progress: bool = True,
 ) -> Activations:
-    """Run prompts (and images) through the model and pool each head's output.
+    """Run prompts (and images) through the model and pool each head's output, in memory.
+
+    For more prompts than fit in memory, :func:`capture_to_disk` writes shards as it goes.
 
     Args:
         loaded: the model, from :func:`~headpursuit.load_model`.
@@ -225,60 +307,137 @@ def capture(
         :class:`Activations` with ``pooled`` of shape ``[n, n_layers, n_heads, head_dim]``.
     """
     _check_capture_args(prompts, images, masks, pooling, batch_size, max_length)
-    model = loaded.model
-    sites = AttentionSites(model)
-    texts = format_prompts(loaded.tokenizer, prompts, chat)
-    wrapped = chat and has_chat_template(loaded.tokenizer)
-    n = len(texts)
-    out = torch.zeros(n, sites.n_layers, sites.n_heads, sites.head_dim)
-    image_token = image_token_id(loaded)
-
-    # Text-only batches are sorted by length so that little compute goes into padding.
-    if images is None and masks is None:
-        lengths = [len(t) for t in texts]
-        order = sorted(range(n), key=lambda i: -lengths[i])
-    else:
-        order = list(range(n))
-
-    hooks = _PoolingHooks(sites, out)
+    runner = _Runner(loaded, prompts, images, pooling, masks, max_length, chat)
+    n = len(prompts)
+    out = torch.zeros(n, *runner.row_shape)
+    order = runner.order(range(n))
     bar = tqdm(total=n, desc="capture", unit="prompt", disable=not progress)
     try:
-        with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                rows = order[start : start + batch_size]
-                batch_texts = [texts[i] for i in rows]
-                batch = encode_batch(
-                    loaded,
-                    batch_texts,
-                    None if images is None else [images[i] for i in rows],
-                    max_length,
-                    chat=chat,
-                    contents=[prompts[i] for i in rows] if wrapped and images is None else None,
-                )
-                if masks is not None:
-                    chosen = _mask_positions(batch["attention_mask"], [masks[i] for i in rows])
-                else:
-                    chosen = pooling_positions(batch, pooling, image_token)
-                hooks.rows = torch.tensor(rows)
-                hooks.weights = _pool_weights(chosen, [prompts[i] for i in rows])
-                inputs = {
-                    key: value.to(loaded.device)
-                    for key, value in batch.items()
-                    if key not in ("special_tokens_mask", "content_mask")
-                }
-                model.base_model(**inputs, use_cache=False)
-                bar.update(len(rows))
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = runner.run(rows)
+            bar.update(len(rows))
     finally:
-        hooks.remove()
+        runner.close()
         bar.close()
     return Activations(
         pooled=out,
         model_id=loaded.model_id,
         fingerprint=loaded.fingerprint,
         pooling="mask" if masks is not None else pooling,
-        d_model=sites.d_model,
+        d_model=runner.sites.d_model,
         prompts=list(prompts),
+        settings=_settings(loaded, batch_size, max_length, chat),
     )
+
+
+def capture_to_disk(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    out: str | os.PathLike[str],
+    *,
+    pooling: str = "mean",
+    batch_size: int = 16,
+    max_length: int = 512,
+    chat: bool = False,
+    shard_size: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Capture into the artifact directory ``out``, a shard at a time; resume if interrupted.
+
+    Memory stays flat whatever n: one shard ``[shard_size, L, H, head_dim]`` float32 and
+    one batch are held at a time, and each shard is written (atomically) as soon as it is
+    full. Running the same call again after an interruption computes only the shards that
+    are missing; a partial artifact made with other prompts, weights, pooling or settings
+    is refused (see :func:`~headpursuit.activations.shards.prepare`).
+
+    Several processes: under ``torchrun`` / ``accelerate launch`` with a process group
+    initialised (:func:`headpursuit.distributed.init_from_env`), every process runs this
+    with the same arguments; rank 0 prepares the directory, the missing shards are dealt
+    out in turn (shard i of the missing list to process ``i mod world_size``), every
+    process writes its own shard files, and rank 0 marks the artifact complete once all
+    are written. ``out`` must be on a file system every process sees.
+
+    Args:
+        loaded, prompts, pooling, batch_size, max_length, chat, progress: as for
+            :func:`capture` (text prompts only).
+        out: the artifact directory (created; an empty directory or an artifact is fine).
+        shard_size: rows per shard (default: about 128 MiB of float32 per shard).
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`; read it with :meth:`Activations.load` or
+        :meth:`Activations.open`.
+    """
+    from .. import distributed
+
+    _check_capture_args(prompts, None, None, pooling, batch_size, max_length)
+    if shard_size is not None and shard_size < 1:
+        raise InputError(f"shard_size must be at least 1, got {shard_size}.")
+    out = shards.check_output(out)
+    current = distributed.world()
+    runner = _Runner(loaded, prompts, None, pooling, None, max_length, chat)
+    layers, heads, head_dim = runner.row_shape
+    plan = shards.Plan(
+        model_id=loaded.model_id,
+        fingerprint=loaded.fingerprint,
+        pooling=pooling,
+        d_model=runner.sites.d_model,
+        shape=(len(prompts), layers, heads, head_dim),
+        shard_size=shard_size or shards.default_shard_size(layers, heads, head_dim),
+        prompts_sha256=shards.prompts_digest(prompts),
+        settings=_settings(loaded, batch_size, max_length, chat),
+    )
+    entries = plan.entries()
+    try:
+
+        def prepare() -> tuple[list[int], bool]:
+            missing = shards.prepare(out, plan, prompts)
+            return missing, not missing and shards.read_meta(out).complete
+
+        # Rank 0 decides for everyone, so that all processes reach the same collectives.
+        missing, already_complete = distributed.on_main(prepare)
+        mine = missing[current.rank :: current.size]
+        rows_total = sum(entries[i].stop - entries[i].start for i in mine)
+        show = progress and bool(mine) and current.is_main  # one bar: rank 0's share
+        bar = tqdm(total=rows_total, desc="capture", unit="prompt", disable=not show)
+
+        def work() -> dict[int, str]:
+            digests = {}
+            for index in mine:
+                entry = entries[index]
+                buffer = torch.zeros(entry.stop - entry.start, layers, heads, head_dim)
+                order = runner.order(range(entry.start, entry.stop))
+                for start in range(0, len(order), batch_size):
+                    rows = order[start : start + batch_size]
+                    buffer[[r - entry.start for r in rows]] = runner.run(rows)
+                    bar.update(len(rows))
+                _check_finite(buffer, entry, prompts)
+                digests[index] = shards.write_shard(
+                    out / entry.file, buffer, plan.shard_metadata(entry)
+                )
+            return digests
+
+        try:
+            written = distributed.agree(work)
+        finally:
+            bar.close()
+    finally:
+        runner.close()
+    if not already_complete:
+        digests = {k: v for part in distributed.all_gather(written) for k, v in part.items()}
+        distributed.on_main(lambda: shards.finalize(out, plan, digests))
+    return out
+
+
+def _check_finite(buffer: torch.Tensor, entry: shards.ShardEntry, prompts: Sequence[str]) -> None:
+    """Refuse a shard with NaN/inf head outputs (:class:`DegenerateDataError`) before it is written."""
+    bad = (~torch.isfinite(buffer.reshape(buffer.shape[0], -1))).any(-1).nonzero()
+    if len(bad):
+        row = entry.start + int(bad[0, 0])
+        raise DegenerateDataError(
+            f"The model's head outputs for prompt {row} ({prompts[row][:60]!r}) overflowed to "
+            "NaN or inf; this shard was not saved. Capture with --dtype float32 or bfloat16."
+        )
 
 
 def _mask_positions(attention_mask: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -1,11 +1,18 @@
-"""The activations artifact: pooled head-space outputs ``[n, layers, heads, head_dim]`` on disk.
+"""The activations artifact: pooled head-space outputs ``[n, layers, heads, head_dim]``.
 
-A safetensors file holds one tensor ``pooled`` (float32) and string metadata: ``kind``,
-``schema_version``, model id, weights fingerprint, pooling rule, ``d_model``, ``n_samples``
-and the library version. The prompts are stored beside the tensor as a ``prompts``
-tensor of UTF-8 bytes (never in the header, whose size safetensors limits), with their
-offsets. :meth:`Activations.load` validates all of it and refuses a damaged, foreign,
-non-float or non-finite file with one line.
+:class:`Activations` holds them in memory. On disk they are a directory of shards with
+``meta.json`` and ``prompts.jsonl`` (schema 3, the one format for one shard or many:
+see :mod:`headpursuit.activations.shards`). :meth:`Activations.save` writes it,
+:meth:`Activations.load` reads it into memory, and :meth:`Activations.open` reads it a
+shard at a time (:class:`~headpursuit.activations.shards.ShardedActivations`) for data
+larger than memory.
+
+Single-file activations of earlier versions (one safetensors file: tensor ``pooled``,
+the prompts as a ``prompt_bytes``/``prompt_ends`` pair in schema 2 or in the header in
+schema 1, and string metadata) are still read by :meth:`Activations.load` and
+:meth:`Activations.open`, into the same in-memory object. Every reader validates what
+it reads and refuses a damaged, foreign, incomplete, non-float or non-finite artifact
+with one line.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,9 +28,12 @@ from typing import Any, ClassVar
 import torch
 
 from .._version import __version__
-from ..errors import ArtifactError, DegenerateDataError, InputError
-from ..io import atomic_write, register_artifact
+from ..errors import ArtifactError, InputError
+from ..heads import Head
+from ..io import register_artifact
 from ..models.architectures import AttentionSites
+from . import shards
+from .shards import ShardedActivations
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -41,11 +52,13 @@ class Activations:
         d_model: residual width of the model.
         prompts: the input texts, in order.
         library_version: headpursuit version that wrote them.
+        settings: how they were captured (``max_length``, ``chat``, ``batch_size``,
+            ``model_dtype``; empty when unknown).
     """
 
-    kind: ClassVar[str] = "headpursuit.activations"
-    schema_version: ClassVar[int] = 2
-    made_by: ClassVar[str] = "headpursuit capture"
+    kind: ClassVar[str] = shards.KIND
+    schema_version: ClassVar[int] = shards.SCHEMA_VERSION
+    made_by: ClassVar[str] = shards.MADE_BY
 
     pooled: torch.Tensor
     model_id: str
@@ -54,6 +67,7 @@ class Activations:
     d_model: int
     prompts: list[str] = field(default_factory=list)
     library_version: str = __version__
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -80,28 +94,29 @@ class Activations:
 
     def check_model(self, sites: AttentionSites, fingerprint: str | None = None) -> None:
         """Raise :class:`ArtifactError` if these activations do not come from this model."""
-        shape = (sites.n_layers, sites.n_heads, sites.head_dim)
-        if (self.n_layers, self.n_heads, self.head_dim) != shape or self.d_model != sites.d_model:
-            raise ArtifactError(
-                f"These activations ({self.n_layers} layers x {self.n_heads} heads x "
-                f"{self.head_dim}, from {self.model_id!r}) do not fit this model "
-                f"({shape[0]} x {shape[1]} x {shape[2]}). Capture them again with this model."
-            )
-        if fingerprint is not None and fingerprint != self.fingerprint:
-            raise ArtifactError(
-                f"These activations come from {self.model_id!r} (weights {self.fingerprint}), "
-                f"not from this model (weights {fingerprint}). Capture them again with it."
-            )
+        dims = (self.n_layers, self.n_heads, self.head_dim)
+        shards.check_fits(
+            "These activations", self.model_id, self.fingerprint, dims, self.d_model, sites,
+            fingerprint,
+        )  # fmt: skip
 
     def check_distinct(self) -> None:
         """Refuse fewer than two distinct samples: centring would make every head zero."""
         flat = self.pooled.reshape(self.n_samples, -1)
         if self.n_samples < 2 or bool((flat == flat[0]).all()):
-            raise DegenerateDataError(
-                f"These activations hold {self.n_samples} sample(s) with identical head "
-                "outputs (one prompt, or duplicates), so every head's centred output is zero "
-                "and no head can be ranked or explained. Capture at least two distinct prompts."
-            )
+            raise shards.degenerate(self.n_samples)
+
+    def head_codes(self, heads: Sequence[Head]) -> torch.Tensor:
+        """The pooled outputs of ``heads``: ``[len(heads), n, head_dim]`` float32."""
+        return torch.stack([self.pooled[:, h.layer, h.head] for h in heads]).float()
+
+    def layer_codes(self, layer: int) -> torch.Tensor:
+        """One layer's pooled outputs: ``[n, n_heads, head_dim]`` float32."""
+        return self.pooled[:, layer].float()
+
+    def iter_shards(self, verify: bool = True) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """One ``(0, n, pooled)``: the in-memory twin of :meth:`ShardedActivations.iter_shards`."""
+        yield 0, self.n_samples, self.pooled
 
     def residual(self, sites: AttentionSites, layer: int, head: int) -> torch.Tensor:
         """Per-head residual contributions H_{l,h} (TransformerLens's ``result``): ``[n, d_model]``."""
@@ -120,26 +135,44 @@ class Activations:
 
     # -- files ----------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a safetensors file atomically (prompts as a byte tensor, not in the header)."""
-        from safetensors.torch import save_file
+    def save(self, path: str | os.PathLike[str], *, shard_size: int | None = None) -> Path:
+        """Write the artifact directory ``path`` (see :mod:`~headpursuit.activations.shards`).
 
-        tensors = {"pooled": self.pooled.float().contiguous(), **_encode_texts(self.prompts)}
-        metadata = {
-            "kind": self.kind,
-            "schema_version": str(self.schema_version),
-            "model_id": self.model_id,
-            "fingerprint": self.fingerprint,
-            "pooling": self.pooling,
-            "d_model": str(self.d_model),
-            "n_samples": str(self.n_samples),
-            "library_version": self.library_version,
-        }
-        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata))
+        Atomic: the directory is filled under a temporary name and renamed; an artifact
+        already at ``path`` is replaced. ``shard_size``: rows per shard (default: about
+        128 MiB per shard).
+        """
+        if shard_size is not None and shard_size < 1:
+            raise InputError(f"shard_size must be at least 1, got {shard_size}.")
+        if self.pooled.dim() != 4 or min(self.pooled.shape) < 1:
+            raise InputError(
+                f"pooled has shape {list(self.pooled.shape)}; expected [n, layers, heads, "
+                "head_dim] with every size at least 1."
+            )
+        if self.prompts and len(self.prompts) != self.n_samples:
+            raise InputError(
+                f"{len(self.prompts)} prompts for {self.n_samples} samples; give one each."
+            )
+        plan = shards.Plan(
+            model_id=self.model_id,
+            fingerprint=self.fingerprint,
+            pooling=self.pooling,
+            d_model=self.d_model,
+            shape=(self.n_samples, self.n_layers, self.n_heads, self.head_dim),
+            shard_size=shard_size
+            or shards.default_shard_size(self.n_layers, self.n_heads, self.head_dim),
+            prompts_sha256=shards.prompts_digest(self.prompts),
+            prompts_count=len(self.prompts),
+            settings=dict(self.settings),
+        )
+        return shards.save_directory(Path(path), plan, self.pooled.float(), self.prompts)
 
     @classmethod
     def sniff(cls, path: Path) -> bool:
-        """Whether ``path`` looks like a safetensors file (8-byte header length, then JSON)."""
+        """Whether ``path`` looks like activations: an artifact directory or a safetensors file."""
+        path = Path(path)
+        if path.is_dir():
+            return shards.is_artifact_directory(path)
         try:
             with open(path, "rb") as handle:
                 head = handle.read(9)
@@ -148,13 +181,46 @@ class Activations:
         return len(head) == 9 and head[8:9] == b"{"
 
     @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, verify: bool = True
+    ) -> ShardedActivations | Activations:
+        """Open activations for reading a shard at a time (an earlier single file: in memory).
+
+        With ``verify`` every shard's checksum and values are checked now, one shard in
+        memory at a time. See :class:`~headpursuit.activations.shards.ShardedActivations`.
+        """
+        path = Path(path)
+        if path.is_dir():
+            return ShardedActivations(path, verify=verify)
+        return cls.load(path)
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Activations:
-        """Read and validate a file written by :meth:`save`; one-line errors on anything else."""
+        """Read and validate an artifact directory (or an earlier single file) into memory."""
+        path = Path(path)
+        if path.is_dir():
+            reader = ShardedActivations(path, verify=False)
+            return cls(
+                pooled=reader.read_all(),  # checksums and values checked shard by shard
+                model_id=reader.model_id,
+                fingerprint=reader.fingerprint,
+                pooling=reader.pooling,
+                d_model=reader.d_model,
+                prompts=reader.prompts,
+                library_version=reader.library_version,
+                settings=reader.settings,
+            )
+        return cls._load_file(path)
+
+    @classmethod
+    def _load_file(cls, path: Path) -> Activations:
+        """Read a single-file artifact of schema 1 or 2 (earlier headpursuit versions)."""
         from safetensors import safe_open
 
-        path = Path(path)
         if not path.is_file():
-            raise InputError(f"No activations file at {path}; make one with `{cls.made_by}`.")
+            raise InputError(
+                f"No activations file or directory at {path}; make one with `{cls.made_by}`."
+            )
         if not cls.sniff(path):
             raise ArtifactError(
                 f"{path} is not a headpursuit activations file (not safetensors); make one "
@@ -167,6 +233,13 @@ class Activations:
                     raise ArtifactError(
                         f"{path} is not a headpursuit activations file "
                         f"(kind={metadata.get('kind')!r}); make one with `{cls.made_by}`."
+                    )
+                version = _int(metadata.get("schema_version", "1"))
+                if version is None or version > 2:
+                    raise ArtifactError(
+                        f"{path}: unsupported schema version "
+                        f"{metadata.get('schema_version')!r} for a single file; capture the "
+                        "activations again."
                     )
                 names = set(handle.keys())
                 if "pooled" not in names:
@@ -192,8 +265,6 @@ class Activations:
             return ArtifactError(f"{path}: {message}; capture the activations again.")
 
         version = _int(metadata.get("schema_version", "1"))
-        if version is None or version > cls.schema_version:
-            raise fail(f"unsupported schema version {metadata.get('schema_version')!r}")
         if pooled.dtype not in _FLOAT_DTYPES:
             raise fail(f"'pooled' has dtype {pooled.dtype}, expected floating point")
         if pooled.dim() != 4 or min(pooled.shape) < 1:
@@ -231,6 +302,10 @@ class Activations:
         )
 
 
+#: What ranking reads: activations in memory, or opened a shard at a time.
+AnyActivations = Activations | ShardedActivations
+
+
 def _int(text: Any) -> int | None:
     try:
         return int(text)
@@ -244,14 +319,6 @@ def _json_list(text: str) -> list[str] | None:
     except json.JSONDecodeError:
         return None
     return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
-
-
-def _encode_texts(texts: list[str]) -> dict[str, torch.Tensor]:
-    """Texts as one uint8 tensor of UTF-8 bytes and an int64 tensor of end offsets."""
-    encoded = [text.encode("utf-8") for text in texts]
-    ends = torch.tensor([len(b) for b in encoded], dtype=torch.int64).cumsum(0)
-    data = torch.frombuffer(bytearray(b"".join(encoded)) or bytearray(1), dtype=torch.uint8)
-    return {"prompt_bytes": data.clone(), "prompt_ends": ends}
 
 
 def _decode_texts(tensors: dict[str, torch.Tensor]) -> list[str] | None:

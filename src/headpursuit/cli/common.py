@@ -255,3 +255,13 @@ def existing_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise InputError(f"No {what} at {path}.")
     return path
+
+
+def existing_path(path: Path, what: str) -> Path:
+    """Refuse a path that is neither a file nor a directory (an artifact directory or an
+    earlier single file), naming ``what`` it should be."""
+    from ..errors import InputError
+
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(f"No {what} at {path}.")
+    return path

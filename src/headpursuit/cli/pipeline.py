@@ -1,17 +1,21 @@
 """The pipeline commands: one stage per command, each a file in and a file out.
 
-headpursuit capture  --prompts prompts.txt            -> activations.safetensors
-headpursuit rank     activations.safetensors colors   -> ranking_colors.json
-headpursuit explain  activations.safetensors --ranking ranking_colors.json
+headpursuit capture  --prompts prompts.txt            -> activations/ (meta.json + shards)
+headpursuit rank     activations colors               -> ranking_colors.json
+headpursuit explain  activations --ranking ranking_colors.json
                                                       -> explanation.json
 headpursuit steer    --ranking ranking_colors.json --prompt "..." -> steering.json
 headpursuit report   ranking_*.json explanation.json steering.json -> report.html
+
+`capture` and `rank` also run as several processes (one per GPU) under `accelerate
+launch` or `torchrun`: capture deals the shards out, rank deals the heads out; rank 0
+writes the results and prints.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -30,14 +34,18 @@ from .common import (
     app,
     check_model_options,
     existing_file,
+    existing_path,
     handle_errors,
     load,
     out_option,
     parse_window,
 )
 
+if TYPE_CHECKING:
+    from ..distributed import World
+
 ActivationsArg = Annotated[
-    Path, typer.Argument(help="Activations file written by `headpursuit capture`.")
+    Path, typer.Argument(help="Activations directory written by `headpursuit capture`.")
 ]
 HeadOption = Annotated[
     list[str] | None,
@@ -151,6 +159,24 @@ def _constant_heads_note(constant: list) -> str:
     return f"{len(constant)} head(s) ({shown}{more})"
 
 
+def _process_device(world: World, device: str | None, device_map: str | None) -> str | None:
+    """The device of this process: with several processes, GPU ``LOCAL_RANK`` when there are GPUs."""
+    import torch
+
+    from ..errors import InputError
+
+    if world.size == 1:
+        return device
+    if device_map is not None:
+        raise InputError(
+            "With several processes each process drives one device: drop --device-map "
+            "(each process takes cuda:LOCAL_RANK, or give --device cpu)."
+        )
+    if device in (None, "cuda") and torch.cuda.is_available():
+        return f"cuda:{world.local_rank}"
+    return device
+
+
 def _set_threads(threads: int) -> None:
     """Set torch's intra-op CPU threads (0 leaves torch's default)."""
     if threads:
@@ -169,8 +195,8 @@ def capture(
             "Face dataset name / saved dataset directory (with --column; needs `datasets`)."
         ),
     ],
-    out: Annotated[Path, out_option("Activations file to write.")] = Path(
-        "activations.safetensors"
+    out: Annotated[Path, out_option("Activations directory to write (or to resume).")] = Path(
+        "activations"
     ),
     model: ModelOption = None,
     dtype: DtypeOption = Dtype.float32,
@@ -187,50 +213,75 @@ def capture(
     chat: Annotated[
         bool, typer.Option(help="Wrap each prompt in the chat template (if the model has one).")
     ] = True,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Prompts per shard file (default: about 128 MiB per shard)."),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(min=0, help="CPU threads for torch per process (0 = torch's default).")
+    ] = 0,
     progress: ProgressOption = True,
 ) -> None:
-    """Run prompts through the model and store each head's pooled output.
+    """Run prompts through the model and store each head's pooled output, shard by shard.
 
-    Writes a safetensors file: `pooled` [n_prompts, n_layers, n_heads, head_dim] (head space,
-    before W_O), the prompts, and metadata (model id, weights fingerprint, pooling).
+    Writes the directory OUT: meta.json, prompts.jsonl and shard-00000.safetensors, ...
+    (tensor `pooled` [rows, n_layers, n_heads, head_dim], head space, before W_O). Memory
+    stays flat whatever the number of prompts. Interrupted? Run the same command again:
+    finished shards are kept. Several GPUs: `accelerate launch --multi_gpu --num_processes 4
+    -m headpursuit capture ...` runs one process per GPU, each writing its own shards.
 
-    Example: headpursuit capture --prompts questions.txt --out activations.safetensors
+    Example: headpursuit capture --prompts questions.txt --out acts
     """
-    import torch
-
-    from ..activations.capture import capture as run_capture
+    from .. import distributed
+    from ..activations.capture import capture_to_disk
     from ..activations.prompts import read_prompts
-    from ..errors import DegenerateDataError, InputError
-    from ..io import check_writable
+    from ..activations.shards import check_output, read_meta
+    from ..errors import InputError, Terminated
+    from .common import EXIT_INTERRUPTED, EXIT_TERMINATED
 
     if pooling not in POOLINGS:
         raise InputError(f"Unknown --pooling {pooling!r}; choose one of {', '.join(POOLINGS)}.")
     check_model_options(device, device_map)
-    check_writable(out, what="activations file")
+    check_output(out)
+    world = distributed.init_from_env()
+    device = _process_device(world, device, device_map)
     texts = read_prompts(prompts, column=column, split=split, limit=limit)
     _check_prompt_set(texts)
+    _set_threads(threads)
     loaded = load(model, dtype, device, device_map)
     if pooling in ("image", "text") and not loaded.is_vlm:
         raise InputError(
             f"--pooling {pooling} needs a vision-language model; {loaded.model_id!r} is a "
             "language model. Use --pooling mean, all or last."
         )
-    acts = run_capture(
-        loaded,
-        texts,
-        pooling=pooling,
-        batch_size=batch_size,
-        max_length=max_length,
-        chat=chat,
-        progress=progress,
-    )
-    if not torch.isfinite(acts.pooled).all():
-        raise DegenerateDataError(
-            f"The model's head outputs overflowed to NaN or inf in {dtype.value}; nothing "
-            "was saved. Capture with --dtype float32 or bfloat16."
+    try:
+        capture_to_disk(
+            loaded,
+            texts,
+            out,
+            pooling=pooling,
+            batch_size=batch_size,
+            max_length=max_length,
+            chat=chat,
+            shard_size=shard_size,
+            progress=progress,
         )
-    acts.save(out)
-    typer.echo(f"Wrote {out}: {acts!r}")
+    except (KeyboardInterrupt, Terminated) as stop:
+        typer.echo(
+            f"{'Interrupted' if isinstance(stop, KeyboardInterrupt) else 'Terminated'}; the "
+            f"finished shards in {out} are kept: run the same command again to continue.",
+            err=True,
+        )
+        code = EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
+        raise typer.Exit(code) from None
+    if world.is_main:
+        meta = read_meta(out)
+        n, n_layers, n_heads, head_dim = meta.plan.shape
+        typer.echo(
+            f"Wrote {out}: {n} prompts x {n_layers} layers x {n_heads} heads x head_dim "
+            f"{head_dim} in {len(meta.shards)} shard(s), pooling={pooling!r}, "
+            f"model={loaded.model_id!r}" + (f", {world.size} processes" if world.size > 1 else "")
+        )
 
 
 @app.command()
@@ -279,8 +330,13 @@ def rank(
     Writes the ranking JSON and prints the top heads and the concept's words that have no
     single-token spelling (dropped).
 
-    Example: headpursuit rank activations.safetensors colors --criterion specificity
+    Several processes (`accelerate launch --multi_gpu ... -m headpursuit rank ...`) split
+    the heads' SOMP between them; rank 0 writes the ranking. The activations are read a
+    shard at a time.
+
+    Example: headpursuit rank activations colors --criterion specificity
     """
+    from .. import distributed
     from ..activations.store import Activations
     from ..errors import InputError
     from ..io import atomic_write, check_writable
@@ -295,7 +351,11 @@ def rank(
         raise InputError(f"Unknown --multi-token {multi_token!r}; choose skip or first.")
     window = parse_window(layers)
     check_model_options(device, device_map)
-    acts = Activations.load(existing_file(activations, "activations file"))
+    path = existing_path(activations, "activations file or directory")
+    world = distributed.init_from_env()
+    device = _process_device(world, device, device_map)
+    # Checksums and values are verified once, by rank 0, while the others wait.
+    acts = distributed.agree(lambda: Activations.open(path, verify=world.is_main))
     constant = check_samples(acts)
     check_window(window, acts.n_layers)
     _check_concept(concept)
@@ -320,6 +380,8 @@ def rank(
         layers=window,
         progress=progress,
     )
+    if not world.is_main:
+        return
     ranking.save(out)
     if csv is not None:
         atomic_write(csv, lambda tmp: ranking.to_frame().to_csv(tmp, index=False))
@@ -356,7 +418,7 @@ def explain(
     The paper's Table 1. SOMP picks tokens that jointly explain the head's outputs over all
     prompts; the logit lens lists the tokens most often among each prompt's top-5 logits.
 
-    Example: headpursuit explain activations.safetensors --ranking ranking_colors.json --top-k 5
+    Example: headpursuit explain activations --ranking ranking_colors.json --top-k 5
     """
     from ..activations.store import Activations
     from ..io import check_writable
@@ -364,7 +426,7 @@ def explain(
     from ..ranking.explain import check_explainable, explain_heads
 
     check_model_options(device, device_map)
-    acts = Activations.load(existing_file(activations, "activations file"))
+    acts = Activations.load(existing_path(activations, "activations file or directory"))
     # Everything that can be checked without the model is, before loading it.
     shape = (acts.n_layers, acts.n_heads)
     heads, source = _choose_heads(head, ranking, top_k, acts.fingerprint, shape)
@@ -512,7 +574,9 @@ def report(
             raise InputError(
                 f"--figure-format {format!r} is not one of {', '.join(FIGURE_FORMATS)}."
             )
-    loaded = [load_artifact(existing_file(path, "artifact file")) for path in artifacts]
+    loaded = [
+        load_artifact(existing_path(path, "artifact file or directory")) for path in artifacts
+    ]
     for path, artifact in zip(artifacts, loaded, strict=True):
         if isinstance(artifact, Activations):
             raise InputError(

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..activations.store import Activations
+from ..activations.store import AnyActivations
 from ..errors import InputError
 from ..models.architectures import AttentionSites
 from .head_ranking import HeadRanking, check_window, head_somp
@@ -45,7 +45,7 @@ def _check_token_ids(token_ids: Sequence[int], vocab: int) -> torch.Tensor:
 
 
 def concept_evr(
-    activations: Activations,
+    activations: AnyActivations,
     sites: AttentionSites,
     dictionary: torch.Tensor,
     rows: torch.Tensor,
@@ -62,7 +62,7 @@ def concept_evr(
 
 
 def random_dictionary_evr(
-    activations: Activations,
+    activations: AnyActivations,
     sites: AttentionSites,
     dictionary: torch.Tensor,
     size: int,
@@ -93,7 +93,7 @@ def random_dictionary_evr(
 
 @torch.inference_mode()
 def logit_lens_scores(
-    activations: Activations,
+    activations: AnyActivations,
     sites: AttentionSites,
     unembedding: torch.Tensor,
     rows: torch.Tensor,
@@ -112,7 +112,7 @@ def logit_lens_scores(
     scores = torch.zeros(sites.n_layers, sites.n_heads, dtype=torch.float64)
     for layer in range(sites.n_layers):
         maps = sites.head_matrices(layer).float()  # [H, d, r]
-        codes = activations.pooled[:, layer].float()  # [n, H, r]
+        codes = activations.layer_codes(layer)  # [n, H, r]
         n_heads, n = maps.shape[0], codes.shape[0]
         best_values = torch.full((n_heads, n, per_sample), -torch.inf)
         best_ids = torch.zeros(n_heads, n, per_sample, dtype=torch.long)
@@ -130,7 +130,10 @@ def logit_lens_scores(
 
 @torch.inference_mode()
 def logit_lens_z_scores(
-    activations: Activations, sites: AttentionSites, unembedding: torch.Tensor, rows: torch.Tensor
+    activations: AnyActivations,
+    sites: AttentionSites,
+    unembedding: torch.Tensor,
+    rows: torch.Tensor,
 ) -> torch.Tensor:
     """``[L, H]`` mean over samples of the concept tokens' vocabulary-z-scored logits.
 
@@ -145,7 +148,7 @@ def logit_lens_z_scores(
     scores = torch.zeros(sites.n_layers, sites.n_heads, dtype=torch.float64)
     for layer in range(sites.n_layers):
         maps = sites.head_matrices(layer).double()  # [H, d, r]
-        codes = activations.pooled[:, layer].double()  # [n, H, r]
+        codes = activations.layer_codes(layer).double()  # [n, H, r]
         contrib = torch.einsum("hdk,nhk->hnd", maps, codes)  # [H, n, d]
         mean = contrib @ mu
         std = ((contrib @ sigma) * contrib).sum(-1).clamp_min(1e-24).sqrt()
@@ -155,7 +158,7 @@ def logit_lens_z_scores(
 
 
 def rank_heads(
-    activations: Activations,
+    activations: AnyActivations,
     sites: AttentionSites,
     token_ids: Sequence[int],
     *,
@@ -174,7 +177,8 @@ def rank_heads(
     """Score every head for a concept under ``criterion`` (see the module doc).
 
     Args:
-        activations: pooled ``z`` ``[n, L, H, head_dim]`` from :func:`~headpursuit.capture`.
+        activations: pooled ``z`` ``[n, L, H, head_dim]`` from :func:`~headpursuit.capture`,
+            or opened shard by shard with :meth:`~headpursuit.Activations.open`.
         sites: the model's attention sites (W_O slices, the ``[vocab, d_model]`` unembedding).
         token_ids: the concept's dictionary rows (:func:`~headpursuit.resolve_concept`).
         n_atoms: SOMP atoms per head (capped at the number of concept tokens).

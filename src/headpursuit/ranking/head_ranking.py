@@ -16,16 +16,19 @@ from typing import Any
 
 import torch
 
-from ..activations.store import Activations
+from ..activations.store import AnyActivations
 from ..errors import DegenerateDataError, InputError
 from ..heads import Head, HeadLike, as_heads, check_heads
 from ..io import MAX_INDEX, Fields, JsonArtifact, register_artifact
 from ..models.architectures import AttentionSites
 from .pursuit import SOMPResult, somp_factored
 
+#: Bytes of pooled outputs gathered at once for SOMP (a chunk of heads, ``[C, n, head_dim]``).
+CODES_BUDGET = 2**30
+
 
 def head_somp(
-    activations: Activations,
+    activations: AnyActivations,
     sites: AttentionSites,
     dictionary: torch.Tensor,
     n_atoms: int,
@@ -36,24 +39,70 @@ def head_somp(
 ) -> SOMPResult:
     """SOMP on every head's (or the given heads') contributions, computed in head space.
 
+    The heads' pooled outputs are gathered a chunk at a time (at most
+    :data:`CODES_BUDGET` bytes, at least one head), so activations opened shard by shard
+    (``Activations.open``) are never all in memory.
+
+    Several processes (a process group initialised by
+    :func:`headpursuit.distributed.init_from_env`): each runs SOMP on its contiguous block
+    of the heads and the blocks are gathered, so every process returns the whole result.
+    SOMP treats heads independently, so the split does not change any head's result.
+
     Args:
-        activations: pooled ``z`` of shape ``[n, n_layers, n_heads, head_dim]``.
+        activations: pooled ``z`` of shape ``[n, n_layers, n_heads, head_dim]``, in memory
+            or on disk.
         dictionary: ``[v, d_model]`` atoms (e.g. rows of the unembedding).
         heads: the heads (default: all, layer-major).
 
     Returns:
         :class:`SOMPResult` with one row per head, in ``heads`` order.
     """
+    from .. import distributed
+
     activations.check_model(sites)
     if heads is None:
         chosen = [Head(l, h) for l in range(sites.n_layers) for h in range(sites.n_heads)]
     else:
         chosen = as_heads(heads)
         check_heads(chosen, sites.n_layers, sites.n_heads)
-    maps_by_layer = {layer: sites.head_matrices(layer) for layer in {h.layer for h in chosen}}
-    codes = torch.stack([activations.pooled[:, h.layer, h.head] for h in chosen])
-    maps = torch.stack([maps_by_layer[h.layer][h.head] for h in chosen])
-    return somp_factored(codes, maps, dictionary, n_atoms, center=center, progress=progress)
+    current = distributed.world()
+    block = distributed.block(len(chosen), current.rank, current.size)
+    mine = chosen[block.start : block.stop]
+    per_chunk = max(1, CODES_BUDGET // (4 * activations.n_samples * sites.head_dim))
+    parts = []
+    for start in range(0, len(mine), per_chunk):
+        chunk = mine[start : start + per_chunk]
+        maps_by_layer = {layer: sites.head_matrices(layer) for layer in {h.layer for h in chunk}}
+        codes = activations.head_codes(chunk)  # [C, n, head_dim]
+        maps = torch.stack([maps_by_layer[h.layer][h.head] for h in chunk])
+        parts.append(
+            somp_factored(
+                codes,
+                maps,
+                dictionary,
+                n_atoms,
+                center=center,
+                progress=progress and current.is_main,
+            )
+        )
+    if current.size > 1:
+        parts = [part for gathered in distributed.all_gather(parts) for part in gathered]
+    return _concatenate(parts)
+
+
+def _concatenate(parts: list[SOMPResult]) -> SOMPResult:
+    """One :class:`SOMPResult` from per-chunk results, rows in order."""
+    parts = [part for part in parts if len(part.support)]
+    if not parts:
+        raise InputError("No heads to run SOMP on.")
+    if len(parts) == 1:
+        return parts[0]
+    return SOMPResult(
+        torch.cat([p.support for p in parts]),
+        torch.cat([p.evr for p in parts]),
+        torch.cat([p.coefficients for p in parts]),
+        sum(p.n_exact_scores for p in parts),
+    )
 
 
 #: A head whose pooled output strays from its mean over the samples by at most this
@@ -63,20 +112,30 @@ def head_somp(
 CONSTANT_RTOL = 1e-5
 
 
-def head_spread(activations: Activations) -> torch.Tensor:
+def head_spread(activations: AnyActivations) -> torch.Tensor:
     """``[n_layers, n_heads]``: each head's largest deviation from its mean over samples,
-    relative to its largest absolute value (0 for a constant or all-zero head)."""
-    pooled = activations.pooled
-    spread = torch.zeros(activations.n_layers, activations.n_heads, dtype=torch.float64)
-    for layer in range(activations.n_layers):  # one layer at a time bounds the memory
-        z = pooled[:, layer].double()  # [n, H, head_dim]
-        deviation = (z - z.mean(0)).abs().amax(dim=(0, 2))
-        scale = z.abs().amax(dim=(0, 2))
-        spread[layer] = torch.where(scale > 0, deviation / scale.clamp_min(1e-300), 0.0)
-    return spread
+    relative to its largest absolute value (0 for a constant or all-zero head).
+
+    One pass over the samples, a shard at a time: per feature the sum, minimum and
+    maximum (float64) suffice, since ``max |z - mean| = max(max z - mean, mean - min z)``.
+    """
+    shape = (activations.n_layers, activations.n_heads, activations.head_dim)
+    total = torch.zeros(shape, dtype=torch.float64)
+    low = torch.full(shape, math.inf, dtype=torch.float64)
+    high = torch.full(shape, -math.inf, dtype=torch.float64)
+    for _, _, pooled in activations.iter_shards(verify=False):
+        for layer in range(shape[0]):  # one layer at a time bounds the float64 copy
+            z = pooled[:, layer].double()  # [rows, H, head_dim]
+            total[layer] += z.sum(0)
+            torch.minimum(low[layer], z.amin(0), out=low[layer])
+            torch.maximum(high[layer], z.amax(0), out=high[layer])
+    mean = total / activations.n_samples
+    deviation = torch.maximum(high - mean, mean - low).amax(-1)  # [L, H]
+    scale = torch.maximum(high.abs(), low.abs()).amax(-1)
+    return torch.where(scale > 0, deviation / scale.clamp_min(1e-300), 0.0)
 
 
-def constant_heads(activations: Activations, rtol: float = CONSTANT_RTOL) -> list[Head]:
+def constant_heads(activations: AnyActivations, rtol: float = CONSTANT_RTOL) -> list[Head]:
     """The heads whose pooled output does not vary over the samples (see :data:`CONSTANT_RTOL`).
 
     Centring makes such a head's signal zero, so its EVR is 0 by convention and means
@@ -86,7 +145,7 @@ def constant_heads(activations: Activations, rtol: float = CONSTANT_RTOL) -> lis
     return [Head(l, h) for l, h in (spread <= rtol).nonzero().tolist()]
 
 
-def check_samples(activations: Activations) -> list[Head]:
+def check_samples(activations: AnyActivations) -> list[Head]:
     """Refuse activations from which no head can be ranked or explained; return the constant heads.
 
     Raises :class:`DegenerateDataError` for fewer than two samples, fewer than two distinct
