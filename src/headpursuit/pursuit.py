@@ -1,6 +1,7 @@
 """Simultaneous Orthogonal Matching Pursuit over a dictionary, and the logit-lens baseline.
 
-Pure tensor math: nothing here knows about models.
+Pure tensor math: nothing here knows about models. Everything runs on one chosen device
+(CPU or GPU) and never moves data back to the host inside the loops.
 
 SOMP (Tropp, Gilbert & Strauss, 2006) approximates a signal matrix H ``[n, d]`` by
 ``W @ D[S]`` with a support S of k dictionary rows chosen greedily. Step t scores every
@@ -8,21 +9,25 @@ unselected atom j by the ℓ1 norm of its correlations with the residual,
 ``score_j = Σ_i |(R Dᵀ)_ij|``, adds the best, refits W by least squares on the whole
 support, and records ``EVR_t = 1 - ‖R_t‖²_F / ‖H‖²_F``.
 
-The implementation here is exact (same atoms as the textbook loop, EVR to float64
-round-off) but never forms ``R Dᵀ`` in full:
+The implementation here is exact (the atoms of the float64 textbook loop, EVR to float64
+round-off) but never forms ``R Dᵀ``, and holds no ``[v, ·]`` tensor per head beyond a few
+``[v]`` vectors (the dictionary is read in blocks of rows):
 
-* With Q an orthonormal basis of the selected atoms, ``R = H (I - Q Qᵀ)``, so the residual
-  correlations of atom j are ``c_j = H d_j - A (Qᵀ d_j)`` with ``A = H Q`` (``[n, t]``).
 * Heads are low rank: ``H = Z Mᵀ`` with Z the pooled head-space outputs ``[n, r]`` and M the
-  head's output map ``[d, r]`` (r = head_dim). So ``H d_j = Z g_j`` with ``G = D M``
-  ``[v, r]``, computed once; ``‖c_j‖₂²`` is then a quadratic form in ``r + t`` numbers.
-* ``‖c_j‖₁ ≤ √n ‖c_j‖₂`` bounds every atom's score at the cost of a few flops per atom,
-  and a score computed exactly at an earlier step bounds it later by the triangle
-  inequality (it moves by at most ``Σ_s |q_sᵀ d_j| ‖H q_s‖₁``). Only atoms whose bound can
-  beat the best exact score found so far get their exact ℓ1 score computed, in blocks in
-  decreasing order of bound; the step ends when no bound exceeds the best exact score.
-* Scores are computed in float32; when two atoms are within 1e-4 (relative) of the best,
-  they are rescored in float64 so that round-off never decides a choice.
+  head's output map ``[d, r]`` (r = head_dim). With ``Z = U R`` (thin QR, U orthonormal)
+  ``H = U M'ᵀ`` where ``M' = M Rᵀ``, and with Q an orthonormal basis of the selected atoms
+  the residual correlations of atom j are ``c_j = U y_j``, ``y_j = M'ᵀ (I - Q Qᵀ) d_j``.
+* ``‖c_j‖₁ ≤ √n ‖y_j‖₂`` bounds every atom's score. ``‖y_j‖²`` is computed once from
+  ``D M'`` (one GEMM per block of the vocabulary) and then updated in O(v) per step:
+  adding the direction q changes it by ``-2 (q·d_j)(ũ·d_j) + (q·d_j)² ‖M'ᵀq‖²``, and
+  ``D [q, ũ]`` for all the heads of a chunk is one GEMM per step.
+* A score computed exactly at an earlier step bounds it later by the triangle inequality:
+  it moves by at most ``|q·d_j| ‖H q‖₁`` per step.
+* Each step computes, in float64, the exact score of every atom whose bound reaches the
+  best exact score found so far (in rounds of doubling size, best bound first); all other
+  atoms provably score lower. The float32 products that feed the bounds carry rigorous
+  round-off margins derived from d and the data (docs/method.md, "Why the choice is exact"),
+  so float32 round-off can make a bound looser but never too low, and never picks an atom.
 """
 
 from __future__ import annotations
@@ -36,9 +41,13 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-_TIE_RTOL = 1e-4
-_BOUND_MARGIN = 1e-4
-_FIRST_BLOCK = 64
+_FIRST_BLOCK = 32  # atoms per head scored exactly before the bounds are consulted
+_BLOCK_BYTES = 32 << 20  # float32 temporaries of one block of the streamed products
+_CHUNK_BYTES = 512 << 20  # per-chunk state (bounds, factors) when heads_per_chunk is None
+_LENS_BLOCK = 8192  # dictionary rows per block of the logit lens
+_SCORE_BUDGET = 1 << 23  # float64 elements per intermediate of the exact scores (64 MiB)
+_U32 = 2.0**-24  # unit round-off of IEEE float32
+_U64 = 2.0**-53  # unit round-off of IEEE float64
 
 
 @dataclass
@@ -77,18 +86,35 @@ def somp(
     *,
     center: bool = True,
     normalize: bool = True,
+    device: torch.device | str | None = None,
+    vocab_block: int | None = None,
 ) -> SOMPResult:
     """SOMP of signal matrices over a dictionary.
 
     Args:
         signals: ``[n, d]`` or ``[B, n, d]``.
-        dictionary: ``[v, d]`` atoms as rows (e.g. the unembedding matrix).
+        dictionary: ``[v, d]`` atoms as rows (e.g. the unembedding matrix), any float dtype.
         n_atoms: k, the number of atoms to select (≤ v).
         center: subtract each signal matrix's mean over samples first.
         normalize: L2-normalise the atoms (the ℓ1 criterion is scale-sensitive).
+        device: where to compute (default: the dictionary's device).
+        vocab_block: dictionary rows per block in the streamed products (see
+            :func:`somp_factored`).
+
+    Returns:
+        :class:`SOMPResult` with ``B`` rows (1 for a single ``[n, d]``), on the signals' device.
     """
     batched = signals if signals.dim() == 3 else signals[None]
-    return somp_factored(batched, None, dictionary, n_atoms, center=center, normalize=normalize)
+    return somp_factored(
+        batched,
+        None,
+        dictionary,
+        n_atoms,
+        center=center,
+        normalize=normalize,
+        device=device,
+        vocab_block=vocab_block,
+    )
 
 
 def somp_factored(
@@ -99,8 +125,10 @@ def somp_factored(
     *,
     center: bool = True,
     normalize: bool = True,
-    heads_per_chunk: int = 32,
+    heads_per_chunk: int | None = None,
     progress: bool = False,
+    device: torch.device | str | None = None,
+    vocab_block: int | None = None,
 ) -> SOMPResult:
     """SOMP of B low-rank signal matrices ``H_b = codes_b @ maps_bᵀ`` over one dictionary.
 
@@ -108,12 +136,20 @@ def somp_factored(
         codes: ``[B, n, r]`` (e.g. pooled head outputs, r = head_dim).
         maps: ``[B, d, r]`` (e.g. each head's slice of W_O), or ``None`` for the identity
             (then ``codes`` are the signals themselves, r = d).
-        dictionary: ``[v, d]``.
+        dictionary: ``[v, d]``, any float dtype; it is read in blocks of rows and never
+            copied whole (a float32 copy of one block at a time at most).
         n_atoms: k ≤ v atoms per signal matrix.
         center, normalize: as in :func:`somp`.
-        heads_per_chunk: signal matrices processed together (bounds memory: each holds a
-            ``[v, r]`` float32 correlation factor).
+        heads_per_chunk: signal matrices processed together in lockstep (one GEMM per
+            step serves them all). Each holds three float64 ``[v]`` vectors (its bounds)
+            and its float64 factors; ``None`` picks as many as fit in 512 MiB.
         progress: show a progress bar over signal matrices.
+        device: where to compute (default: the dictionary's device). The dictionary is
+            moved there once if it is elsewhere; the results come back on ``codes``' device.
+        vocab_block: dictionary rows per block in the streamed products: the temporaries
+            are ``[vocab_block, heads_per_chunk * r]`` float32 (the one-time ``D M``) and
+            ``[heads_per_chunk, vocab_block]`` (per step). ``None`` keeps each block's
+            temporaries under 32 MiB.
     """
     n_batch, n_samples, rank = codes.shape
     vocab, width = dictionary.shape
@@ -125,72 +161,103 @@ def somp_factored(
         raise ValueError(
             f"n_atoms must be between 1 and the dictionary size {vocab}, got {n_atoms}."
         )
-    atoms = normalize_rows(dictionary.float()) if normalize else dictionary.float()
-    support = torch.zeros(n_batch, n_atoms, dtype=torch.long)
-    evr = torch.zeros(n_batch, n_atoms, dtype=torch.float64)
-    coefficients = torch.zeros(n_batch, n_samples, n_atoms, dtype=torch.float64)
+    for name, value in (("heads_per_chunk", heads_per_chunk), ("vocab_block", vocab_block)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be a positive integer or None, got {value}.")
+    if not dictionary.is_floating_point():
+        raise ValueError(f"the dictionary must be a float tensor, got {dictionary.dtype}.")
+    if not bool(torch.isfinite(codes).all()) or (
+        maps is not None and not bool(torch.isfinite(maps).all())
+    ):
+        raise ValueError("the signals contain NaN or infinite values; SOMP needs finite inputs.")
+    device = dictionary.device if device is None else torch.device(device)
+    dictionary = dictionary.detach().to(device)
+    atoms = _Atoms(dictionary, normalize)
+    if heads_per_chunk is None:
+        heads_per_chunk = _auto_chunk(n_batch, n_samples, rank, width, vocab, n_atoms)
+    support = torch.zeros(n_batch, n_atoms, dtype=torch.long, device=codes.device)
+    evr = torch.zeros(n_batch, n_atoms, dtype=torch.float64, device=codes.device)
+    coefficients = torch.zeros(
+        n_batch, n_samples, n_atoms, dtype=torch.float64, device=codes.device
+    )
     n_exact = 0
     bar = tqdm(total=n_batch, desc="SOMP", unit="head", disable=not progress)
-    for start in range(0, n_batch, heads_per_chunk):
-        chunk = range(start, min(start + heads_per_chunk, n_batch))
-        chunk_maps = None if maps is None else maps[chunk.start : chunk.stop].float()
-        # The one-time products G = D M, one [v, r] factor per signal matrix.
-        if chunk_maps is None:
-            factors = atoms.expand(len(chunk), vocab, width)
-        else:  # one GEMM [v, d] @ [d, C*r], then per-head contiguous [v, r] blocks
-            stacked = atoms @ chunk_maps.permute(1, 0, 2).reshape(width, -1)
-            factors = stacked.view(vocab, len(chunk), rank).permute(1, 0, 2).contiguous()
-        # The per-head work below is many small vector operations: with several threads
-        # each pays a synchronisation (ruinous on a busy machine); the GEMMs stay parallel.
-        chunk_codes = codes[chunk.start : chunk.stop].double()
-        if center:
-            chunk_codes = chunk_codes - chunk_codes.mean(1, keepdim=True)
-        grams = chunk_codes.transpose(1, 2) @ chunk_codes  # [C, r, r]
-        # ‖H d_j‖² = g_jᵀ (ZᵀZ) g_j for every atom and head, batched.
-        initial_sq = ((torch.matmul(factors, grams.float())) * factors).sum(-1)  # [C, v]
-        with _single_thread():
-            states = [
-                _PursuitState(
-                    chunk_codes[offset],
-                    grams[offset],
-                    None if chunk_maps is None else chunk_maps[offset].double(),
-                    factors[offset],
-                    initial_sq[offset],
-                    atoms,
-                    n_atoms,
-                )
-                for offset in range(len(chunk))
-            ]
-        for _ in range(n_atoms):
-            with _single_thread():
-                for state in states:
-                    state.select()
-                # Per head: the new direction q and u = M Zᵀ (H q), both in R^d.
-                vectors = torch.stack(
-                    [state.last_direction for state in states]
-                    + [state.last_cross_vector for state in states],
-                    1,
-                ).float()
-            # Lockstep: one GEMM gives D q (for p_j) and D u (= G Zᵀ H q) for every head.
-            products = atoms @ vectors  # [v, 2C]
-            with _single_thread():
-                for offset, state in enumerate(states):
-                    state.absorb(products[:, offset], products[:, len(states) + offset])
-        with _single_thread():
-            for offset, b in enumerate(chunk):
-                state = states[offset]
-                support[b] = torch.tensor(state.selected)
-                evr[b] = torch.tensor(state.evr)
-                coefficients[b] = state.coefficients()
-                n_exact += state.n_exact
-        bar.update(len(chunk))
+    with _ieee_float32_matmul():
+        for start in range(0, n_batch, heads_per_chunk):
+            stop = min(start + heads_per_chunk, n_batch)
+            pursuit = _ChunkPursuit(
+                codes[start:stop].detach().to(device=device, dtype=torch.float64),
+                None
+                if maps is None
+                else maps[start:stop].detach().to(device=device, dtype=torch.float64),
+                atoms,
+                n_atoms,
+                center,
+                vocab_block,
+            )
+            pursuit.run()
+            support[start:stop] = pursuit.selected.to(codes.device)
+            evr[start:stop] = pursuit.evr.to(codes.device)
+            coefficients[start:stop] = pursuit.coefficients().to(codes.device)
+            n_exact += pursuit.n_exact
+            bar.update(stop - start)
     bar.close()
     return SOMPResult(support, evr, coefficients, n_exact)
 
 
+def _auto_chunk(
+    n_batch: int, n_samples: int, rank: int, width: int, vocab: int, n_atoms: int
+) -> int:
+    """Heads per chunk: as many as fit in ``_CHUNK_BYTES``, in chunks of equal size."""
+    reduced = min(n_samples, rank)
+    per_head = (
+        8
+        * (
+            3 * vocab  # the three bounds
+            + width * (reduced + n_atoms + rank)  # [M' | Q] and M in float64
+            + n_samples * (rank + reduced + n_atoms)  # Z, U and the images
+        )
+        + 4 * width * reduced
+    )  # M' in float32
+    most = max(1, min(n_batch, _CHUNK_BYTES // per_head))
+    n_chunks = -(-n_batch // most)
+    return -(-n_batch // n_chunks)
+
+
+def _up32(values: torch.Tensor) -> torch.Tensor:
+    """Non-negative float64 values as float32 rounded up (never below the float64 value)."""
+    return (values * (1 + 2 * _U32)).float()
+
+
+def _gamma(count: int, unit: float) -> float:
+    """γ_m = m·u / (1 − m·u): relative error bound of m rounding errors of size ≤ u."""
+    if count * unit >= 0.5:
+        raise ValueError(f"{count} float operations are too many for a round-off bound.")
+    return count * unit / (1 - count * unit)
+
+
 @contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run torch ops on one CPU thread inside the block."""
+def _ieee_float32_matmul() -> Iterator[None]:
+    """Plain IEEE float32 products inside (no TF32/bf16 shortcuts): the margins assume them."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+@contextmanager
+def _single_thread(device: torch.device) -> Iterator[None]:
+    """Run CPU torch ops on one thread inside the block (no-op on other devices).
+
+    The per-step vector work is many medium-sized operations; with several threads each
+    pays an OpenMP synchronisation, which stalls for milliseconds when another process
+    holds a core. The GEMMs run outside these blocks on all threads.
+    """
+    if device.type != "cpu":
+        yield
+        return
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -199,149 +266,324 @@ def _single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-class _PursuitState:
-    """SOMP on one signal matrix H = code @ mapᵀ, bound-and-score style (see module doc)."""
+class _Atoms:
+    """The dictionary as stored, plus float64 inverse row norms (the atoms are their product).
+
+    Atom j is ``d_j = row_j · inv_j`` with ``inv_j = 1/‖row_j‖`` (0 for a zero row) when
+    normalising, 1 otherwise. ``norm_bound`` bounds every ‖d_j‖ (1 when normalising).
+    """
+
+    def __init__(self, dictionary: torch.Tensor, normalize: bool):
+        self.rows = dictionary  # [v, d], any float dtype, on the compute device
+        self.device = dictionary.device
+        vocab, self.width = dictionary.shape
+        block = max(1, _BLOCK_BYTES // (8 * self.width))
+        self.vocab = vocab
+        self.normalize = normalize
+        inverse = torch.ones(vocab, dtype=torch.float64, device=self.device)
+        largest = torch.zeros((), dtype=torch.float64, device=self.device)
+        for start in range(0, vocab, block):
+            norms = dictionary[start : start + block].double().norm(dim=1)
+            if not bool(torch.isfinite(norms).all()):
+                raise ValueError(
+                    "the dictionary contains NaN or infinite values; SOMP needs finite atoms."
+                )
+            if normalize:
+                inverse[start : start + block] = torch.where(norms > 0, 1 / norms, 0.0)
+            largest = torch.maximum(largest, norms.max())
+        self.inverse = inverse  # [v] float64
+        self.inverse32 = inverse.float()
+        # ‖row·inv‖ ≤ 1 up to float64 round-off, which the 1e-12 covers.
+        self.norm_bound = (1.0 + 1e-12) if normalize else float(largest) * (1 + 1e-12)
+
+    def block_float(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` as float32 ``[m, d]`` (a view when already float32)."""
+        return self.rows[start:stop].float()
+
+    def gather64(self, index: torch.Tensor) -> torch.Tensor:
+        """The atoms at ``index`` (any shape) as float64 ``[..., d]``."""
+        picked = self.rows[index].double()
+        return picked * self.inverse[index][..., None] if self.normalize else picked
+
+
+class _ChunkPursuit:
+    """SOMP on C signal matrices in lockstep, bound-and-score style (see the module doc).
+
+    Per head it holds three float32 ``[v]`` vectors: ``sq_bound`` (an upper bound on
+    ‖y_j‖²), ``tri_bound`` (exact score at an earlier step plus its possible drift, +inf
+    if never scored; the true value is at most ``tri_bound · tri_factor``) and ``bound``
+    (an upper bound on the current float64 exact score, divided by ``tri_factor``).
+    Every float32 operation on them is covered by a derived margin: docs/method.md.
+    """
 
     def __init__(
         self,
-        code: torch.Tensor,
-        gram: torch.Tensor,
-        map64: torch.Tensor | None,
-        factor: torch.Tensor,
-        initial_sq: torch.Tensor,
-        atoms: torch.Tensor,
+        codes: torch.Tensor,
+        maps: torch.Tensor | None,
+        atoms: _Atoms,
         n_atoms: int,
+        center: bool,
+        vocab_block: int | None,
     ):
-        self.code64 = code  # [n, r] float64, centred if asked
-        self.map64 = map64  # [d, r] float64 or None (identity)
-        self.code = code.float()
-        self.factor = factor  # G = D M, [v, r] float32
-        self.atoms = atoms  # [v, d] float32, rows cast to float64 when needed
-        n, _ = code.shape
-        vocab = factor.shape[0]
-        self.n = n
-        self.total = float(
-            torch.trace(gram) if map64 is None else torch.trace(map64.T @ map64 @ gram)
-        )
-        # ‖H d_j‖² = g_jᵀ (ZᵀZ) g_j; later steps subtract the selected directions' share.
-        self.initial_sq = initial_sq  # ‖H d_j‖², [v]
-        self.sq_norm = initial_sq  # ‖R d_j‖² = initial − 2 cross_sum + quad
-        self.sq_scale = initial_sq  # magnitude of the terms summed into sq_norm
-        self.cross_sum = torch.zeros(vocab)  # Σ_s (G Zᵀ A)_js p_js
-        self.cross_abs = torch.zeros(vocab)
-        self.quad = torch.zeros(vocab)  # p_jᵀ (AᵀA) p_j
-        self.exact = torch.full((vocab,), math.inf)  # exact ℓ1 score at some earlier step
-        self.drift = torch.zeros(vocab)  # bound on how far it can have moved since
-        self.basis: list[torch.Tensor] = []  # q_s in R^d, float64
-        self.images64 = torch.zeros(n, n_atoms, dtype=torch.float64)  # A = H Q
-        self.images = torch.zeros(n, n_atoms)
-        # Row s holds atom-wise values for direction s (rows are contiguous in memory).
-        self.projections = torch.zeros(n_atoms, vocab)  # (D Q)ᵀ
-        self.selected: list[int] = []
-        self.evr: list[float] = []
-        self.explained = 0.0
+        f64 = torch.float64
+        self.atoms = atoms
+        self.device = atoms.device
+        if center:
+            codes = codes - codes.mean(1, keepdim=True)
+        self.codes = codes  # Z [C, n, r] float64
+        self.maps = maps  # M [C, d, r] float64, or None for the identity
+        chunk, n, _ = codes.shape
+        vocab, width = atoms.vocab, atoms.width
+        self.chunk, self.n, self.k = chunk, n, n_atoms
+        # Rows per block: the one-time products are [rows, C*kz] float32, the per-step
+        # ones [2C, rows] float32 with about three [C, rows] float32 companions.
+        kz = min(n, codes.shape[2])
+        self.rows_initial = vocab_block or max(1, _BLOCK_BYTES // (4 * chunk * kz))
+        self.rows_step = vocab_block or max(1, _BLOCK_BYTES // (20 * chunk))
+        with _single_thread(self.device):
+            ortho, upper = torch.linalg.qr(codes)  # U [C, n, kz], R [C, kz, r]
+            # M' = M Rᵀ ([C, d, kz]): H = Z Mᵀ = U M'ᵀ.
+            reduced = upper.transpose(1, 2) if maps is None else maps @ upper.transpose(1, 2)
+            self.kz = kz = ortho.shape[2]
+            self.ortho = ortho
+            # [M' | Q]: the exact scores project candidate atoms on both in one product.
+            self.basis = torch.zeros(chunk, width, kz + n_atoms, dtype=f64, device=self.device)
+            self.basis[:, :, :kz] = reduced
+            self.reduced_t32 = reduced.float().permute(1, 0, 2).reshape(width, chunk * kz)
+            self.head_images = torch.zeros(chunk, kz, n_atoms, dtype=f64, device=self.device)
+            self.images = torch.zeros(chunk, n, n_atoms, dtype=f64, device=self.device)
+            if maps is None:
+                self.total = codes.square().sum((1, 2))
+            else:  # ‖Z Mᵀ‖²_F = tr(ZᵀZ MᵀM)
+                self.total = ((codes.transpose(1, 2) @ codes) * (maps.transpose(1, 2) @ maps)).sum(
+                    (1, 2)
+                )
+            frob = reduced.square().sum((1, 2)).sqrt()  # ‖M'‖_F ≥ ‖M'‖₂ ≥ ‖y_j‖ / ‖d_j‖
+            eye = torch.eye(kz, dtype=f64, device=self.device)
+            # ‖U‖₂² ≤ 1 + ‖UᵀU − I‖_F; the 1e-12 covers the round-off of this check.
+            drift = (ortho.transpose(1, 2) @ ortho - eye).square().sum((1, 2)).sqrt()
+            # ‖c‖₁ ≤ √n ‖c‖₂ = √n ‖U y‖₂ ≤ √n ‖U‖₂ ‖y‖₂.
+            scale = math.sqrt(n) * (1 + drift + 1e-12).sqrt()
+            rho = atoms.norm_bound
+            self.gamma_d = _gamma(width + 5, _U32) * rho  # float32 product of an atom, per ‖x‖
+            self.eps_initial = self.gamma_d * frob  # bound on ‖ĝ_j − g_j‖₂
+            # Float64 round-off: of the exact scores (ε64), and per step of the ‖y‖² update.
+            terms = n + kz + width + n_atoms + 8
+            self.eps_exact = (
+                4 * _gamma(terms, _U64) * math.sqrt(n * kz) * frob * rho * (1 + drift) + 1e-300
+            )
+            self.eps_update = 64 * _U64 * (frob * rho).square()
+            # tri_bound takes ≤ 3 roundings per step and one when set: the true triangle
+            # bound is ≤ tri_bound · tri_factor. bound = min(ℓ2 bound / tri_factor, tri_bound)
+            # in float32 (sqrt, ×, +: γ_4 more), so bound · tri_factor ≥ every exact score.
+            self.tri_factor = 1 + _gamma(3 * n_atoms + 4, _U32)
+            self.scale32 = _up32(scale * (1 + _gamma(4, _U32)) / self.tri_factor)
+            self.eps_exact32 = _up32(self.eps_exact * (1 + _gamma(4, _U32)) / self.tri_factor)
+            f32 = torch.float32
+            self.sq_bound = torch.empty(chunk, vocab, dtype=f32, device=self.device)
+            self.tri_bound = torch.full((chunk, vocab), math.inf, dtype=f32, device=self.device)
+            self.bound = torch.empty(chunk, vocab, dtype=f32, device=self.device)
+            self.selected = torch.zeros(chunk, n_atoms, dtype=torch.long, device=self.device)
+            self.evr = torch.zeros(chunk, n_atoms, dtype=f64, device=self.device)
+            self.explained = torch.zeros(chunk, dtype=f64, device=self.device)
+        self.steps = 0
         self.n_exact = 0
-        self.last_direction = torch.zeros(atoms.shape[1], dtype=torch.float64)
-        self.last_cross_vector = torch.zeros(atoms.shape[1], dtype=torch.float64)
 
-    def _exact_scores(self, rows: torch.Tensor) -> torch.Tensor:
-        """ℓ1 norms of the residual correlations of atoms ``rows`` (float32)."""
-        self.n_exact += rows.numel()
-        corr = self.code @ self.factor[rows].T  # [n, m]
-        t = len(self.selected)
-        if t:
-            corr = corr - self.images[:, :t] @ self.projections[:t, rows]
-        return corr.abs().sum(0)
+    # --- the streamed products ------------------------------------------------------------
 
-    def _exact_scores64(self, rows: torch.Tensor) -> torch.Tensor:
-        signals = self.code64 if self.map64 is None else self.code64 @ self.map64.T  # [n, d]
-        atoms = self.atoms[rows].double()  # [m, d]
-        for q in self.basis:
-            atoms = atoms - (atoms @ q)[:, None] * q[None]
-        return (signals @ atoms.T).abs().sum(0)
+    def _initial_bounds(self) -> None:
+        """‖y_j‖² ≤ (‖ĝ_j‖ + ε_g)² for every atom from ĝ = fl(D M'), one GEMM per block."""
+        atoms, chunk, kz = self.atoms, self.chunk, self.kz
+        # A float32 norm of kz terms is within γ_{kz+2} of the norm of the float32 values;
+        # γ_{kz+4} also covers the ×, and the final γ_8 the +, the square, × and + after it.
+        inflate = 1 + _gamma(kz + 4, _U32)
+        eps_g = _up32(self.eps_initial)[:, None]
+        eps_0 = _up32(self.eps_update)[:, None]
+        for start in range(0, atoms.vocab, self.rows_initial):
+            stop = min(start + self.rows_initial, atoms.vocab)
+            products = atoms.block_float(start, stop) @ self.reduced_t32  # [m, C*kz]
+            with _single_thread(self.device):
+                if atoms.normalize:
+                    products.mul_(atoms.inverse32[start:stop, None])
+                norms = torch.linalg.vector_norm(products.view(stop - start, chunk, kz), dim=-1)
+                norm = norms.T.mul(inflate).add_(eps_g)
+                sq = self.sq_bound[:, start:stop]
+                torch.square(norm, out=norm)
+                sq.copy_(norm.mul_(1 + _gamma(8, _U32)).add_(eps_0))
+                self._refresh_bound(start, stop)
 
-    def _score(self, rows: torch.Tensor, bound: torch.Tensor, exact_now: torch.Tensor) -> None:
-        scores = self._exact_scores(rows)
-        bound[rows] = scores
-        self.exact[rows] = scores
-        self.drift[rows] = 0.0
-        exact_now[rows] = True
+    def _refresh_bound(self, start: int, stop: int) -> None:
+        bound = self.sq_bound[:, start:stop].clamp(min=0)
+        bound.sqrt_().mul_(self.scale32[:, None]).add_(self.eps_exact32[:, None])
+        self.bound[:, start:stop] = torch.minimum(bound, self.tri_bound[:, start:stop])
 
-    def select(self) -> None:
-        """Pick the next atom: exact ℓ1 argmax, scoring only atoms whose bound can win."""
-        # The float32 quadratic form can cancel; the margin covers its round-off.
-        sq_bound = self.sq_norm.clamp_min(0) + _BOUND_MARGIN * self.sq_scale
-        bound = torch.minimum((self.n * sq_bound).sqrt(), self.exact + self.drift)
-        exact_now = torch.zeros_like(bound, dtype=torch.bool)
-        if self.selected:
-            bound[self.selected] = -math.inf
-            exact_now[self.selected] = True
-        block = _FIRST_BLOCK
-        while True:
-            top = torch.topk(bound, min(block, bound.numel())).indices
-            fresh = top[~exact_now[top]]
-            if fresh.numel():
-                self._score(fresh, bound, exact_now)
-            best = int(torch.argmax(bound))
-            if exact_now[best]:
-                break
-            block *= 2
-        # Float64 tie-break among every atom that could be within round-off of the best.
-        threshold = bound[best] * (1 - _TIE_RTOL)
-        contenders = (bound >= threshold).nonzero()[:, 0]
-        unscored = contenders[~exact_now[contenders]]
-        if unscored.numel():
-            self._score(unscored, bound, exact_now)
-            contenders = (bound >= threshold).nonzero()[:, 0]
-        if contenders.numel() > 1:
-            best = int(contenders[torch.argmax(self._exact_scores64(contenders))])
-        self._add(best)
+    def _update_bounds(self, direction: torch.Tensor, cross: torch.Tensor, alpha, l1) -> None:
+        """Fold the newest direction q (with ũ, α = ‖M'ᵀq‖², ‖Hq‖₁) into every atom's bounds.
 
-    def _add(self, atom: int) -> None:
-        direction = self.atoms[atom].double()
-        for _ in range(2):  # Gram-Schmidt twice, for orthogonality to round-off
-            for q in self.basis:
-                direction = direction - (direction @ q) * q
-        norm = direction.norm()
-        direction = direction / norm if norm > 0 else direction
-        t = len(self.selected)
-        self.basis.append(direction)
-        reduced = direction if self.map64 is None else self.map64.T @ direction  # [r]
-        image = self.code64 @ reduced  # H q, [n]
-        self.images64[:, t] = image
-        self.images[:, t] = image.float()
-        self.explained += float(image @ image)
-        self.selected.append(atom)
-        self.evr.append(self.explained / self.total if self.total > 0 else 0.0)
-        self.last_direction = direction
-        ztz_q = self.code64.T @ image  # Zᵀ H q, [r]
-        self.last_cross_vector = ztz_q if self.map64 is None else self.map64 @ ztz_q
-
-    def absorb(self, projection: torch.Tensor, cross: torch.Tensor) -> None:
-        """Take ``D q`` and ``D u = G Zᵀ H q`` for the newest direction; update the bounds.
-
-        With A = H Q and p_j = Qᵀ d_j: ‖c_j‖² = ‖Z g_j − A p_j‖²
-        = g_jᵀ (ZᵀZ) g_j − 2 Σ_s (G Zᵀ A)_js p_js + p_jᵀ (AᵀA) p_j; each step adds its
-        terms to the running sums, so the update is O(t · v).
+        ``‖y_j‖²`` changes by ``Δ = −2 p w + p² α`` with ``p = q·d_j`` and ``w = ũ·d_j``,
+        both from one float32 GEMM per block: ``|p̂ − p| ≤ ε_p = γ_{d+5}‖q‖`` and
+        ``|ŵ − w| ≤ ε_w = γ_{d+5}‖ũ‖`` (times the atom norm bound ρ), so
+        ``|Δ̂ − Δ| ≤ 2ε_p|ŵ| + (2ε_w + 2αε_p)|p̂| + 2ε_pε_w + αε_p²``. The update itself runs
+        in float32: forming Δ̂ adds ≤ γ_3 (α|p̂|² + 2|p̂||ŵ|) ≤ γ_3ρ' (α|p̂| + 2|ŵ|) with
+        ρ' = ρ(1 + γ_{d+5}) ≥ |p̂|, and the four additions into ``sq_bound`` at most γ_5
+        of (result + error terms), hence the final ``× (1 + 2γ_5)`` and the inflated terms.
         """
-        step = len(self.selected) - 1
-        self.projections[step] = projection
-        image = self.images[:, step]
-        gram_column = self.images[:, : step + 1].T @ image  # (AᵀA)[:, step]
-        term = cross * projection
-        self.cross_sum += term
-        self.cross_abs += term.abs()
-        earlier = gram_column[:step] @ self.projections[:step] if step else 0.0
-        self.quad += projection * (2 * earlier + gram_column[step] * projection)
-        self.sq_norm = self.initial_sq - 2 * self.cross_sum + self.quad
-        self.sq_scale = self.initial_sq + 2 * self.cross_abs + self.quad
-        self.drift += projection.abs() * float(image.abs().sum())
+        atoms, chunk = self.atoms, self.chunk
+        rho = self.atoms.norm_bound * (1 + self.gamma_d)
+        g3, g4, g5 = _gamma(3, _U32), _gamma(4, _U32), _gamma(5, _U32)
+        eps_p = self.gamma_d * direction.norm(dim=1)
+        eps_w = self.gamma_d * cross.norm(dim=1)
+        inflate = 1 + 2 * g5
+        c_w = _up32(inflate * (2 * eps_p + 2 * g3 * rho))[:, None]
+        # (+ u ρ' α |p̂| for α's own rounding to float32)
+        c_p = _up32(inflate * (2 * eps_w + 2 * alpha * eps_p + g4 * rho * alpha))[:, None]
+        c_0 = _up32(inflate * (2 * eps_p * eps_w + alpha * eps_p.square() + self.eps_update))
+        c_0 = c_0[:, None]
+        # ‖c_j‖₁ moves by ≤ |p_j| ‖Hq‖₁ ≤ (|p̂_j| + ε_p) ‖Hq‖₁; the 1e-12 covers ‖Hq‖₁'s round-off.
+        l1 = l1 * (1 + 1e-12)
+        drift_p = _up32(l1)[:, None]
+        drift_0 = _up32(eps_p * l1)[:, None]
+        alpha = alpha.float()[:, None]
+        vectors = torch.cat([direction, cross]).float()  # [2C, d]
+        for start in range(0, atoms.vocab, self.rows_step):
+            stop = min(start + self.rows_step, atoms.vocab)
+            products = vectors @ atoms.block_float(start, stop).T  # [2C, m]
+            with _single_thread(self.device):
+                if atoms.normalize:
+                    products.mul_(atoms.inverse32[start:stop])
+                p, w = products[:chunk], products[chunk:]
+                sq = self.sq_bound[:, start:stop]
+                change = p * alpha
+                change.sub_(w, alpha=2)
+                sq.addcmul_(change, p)
+                sq.addcmul_(w.abs_(), c_w)
+                p.abs_()
+                sq.addcmul_(p, c_p).add_(c_0).mul_(inflate)
+                self.tri_bound[:, start:stop].addcmul_(p, drift_p).add_(drift_0)
+                self._refresh_bound(start, stop)
+
+    # --- exact scores and selection ---------------------------------------------------------
+
+    def _exact_scores(self, heads: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Float64 ℓ1 scores ``[A, m]`` of atoms ``index [A, m]`` for the heads ``heads [A]``."""
+        kz, t = self.kz, self.steps
+        whole = heads.numel() == self.chunk
+        basis = self.basis if whole else self.basis[heads]
+        basis = basis[:, :, : kz + t]
+        ortho_t = (self.ortho if whole else self.ortho[heads]).transpose(1, 2)
+        images = None
+        if t:
+            images = (self.head_images if whole else self.head_images[heads])[:, :, :t]
+            images = images.transpose(1, 2)  # Bᵀ [A, t, kz]
+        count, width = index.shape
+        per_column = count * max(self.atoms.width, self.n, kz + t)
+        step = max(1, _SCORE_BUDGET // per_column)
+        scores = torch.empty(count, width, dtype=torch.float64, device=self.device)
+        for first in range(0, width, step):
+            block = index[:, first : first + step]
+            projected = self.atoms.gather64(block) @ basis  # [A, m, kz + t]
+            coords = projected[..., :kz]
+            if images is not None:  # y = M'ᵀd − B (Qᵀd)
+                coords = coords - projected[..., kz:] @ images
+            scores[:, first : first + step] = torch.linalg.vector_norm(
+                coords @ ortho_t, ord=1, dim=-1
+            )
+        self.n_exact += index.numel()
+        return scores
+
+    def _select(self) -> torch.Tensor:
+        """The next atom of every head: the float64 argmax, lowest index among equals."""
+        chunk, vocab = self.chunk, self.atoms.vocab
+        bound = self.bound  # consumed: scored atoms are set to −inf
+        best = torch.full((chunk,), -math.inf, dtype=torch.float64, device=self.device)
+        best_atom = torch.zeros(chunk, dtype=torch.long, device=self.device)
+        active = torch.arange(chunk, device=self.device)
+        size = min(_FIRST_BLOCK, vocab)
+        while True:
+            values, index = torch.topk(bound if active.numel() == chunk else bound[active], size)
+            values = values.double() * self.tri_factor  # ≥ the exact scores they bound
+            floor = best[active]
+            # A prefix of each row (values are sorted); −inf marks selected or scored atoms.
+            needed = (values >= floor[:, None]) & (values > -math.inf)
+            width = int(needed.sum(1).max())
+            if width:
+                needed, index_w = needed[:, :width], index[:, :width]
+                scores = self._exact_scores(active, index_w)
+                scores.masked_fill_(~needed, -math.inf)
+                rows = active[:, None].expand(-1, width)[needed]
+                cols = index_w[needed]
+                bound[rows, cols] = -math.inf
+                self.tri_bound[rows, cols] = (scores[needed] + 2 * self.eps_exact[rows]).float()
+                top = scores.max(1).values
+                tied = torch.where(scores == top[:, None], index_w, vocab).min(1).values
+                better = (top > floor) | ((top == floor) & (tied < best_atom[active]))
+                better &= top > -math.inf
+                best[active] = torch.where(better, top, floor)
+                best_atom[active] = torch.where(better, tied, best_atom[active])
+            if size >= vocab:
+                break
+            # Unscored atoms outside this block have bounds ≤ its last value.
+            going = values[:, -1] >= best[active]
+            active = active[going]
+            if active.numel() == 0:
+                break
+            size = min(2 * size, vocab)
+        return best_atom
+
+    def _add(self, atom: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Append atom ``[C]`` to every support; returns q, ũ, α = ‖M'ᵀq‖² and ‖Hq‖₁."""
+        t, kz = self.steps, self.kz
+        self.selected[:, t] = atom
+        vector = self.atoms.gather64(atom)  # [C, d]
+        previous = self.basis[:, :, kz : kz + t]  # Q [C, d, t]
+        for _ in range(2):  # Gram–Schmidt twice, for orthogonality to round-off
+            vector = vector - (previous @ (previous.transpose(1, 2) @ vector[..., None]))[..., 0]
+        norm = vector.norm(dim=1, keepdim=True)
+        direction = torch.where(norm > 0, vector / norm.clamp_min(1e-300), 0.0)
+        reduced = self.basis[:, :, :kz]
+        head_image = (direction[:, None, :] @ reduced)[:, 0]  # b = M'ᵀq [C, kz]
+        # ũ = M'b − Q_t (B_tᵀ b): ũ·d_j = b·y_j, the cross term of the ‖y_j‖² update.
+        cross = (reduced @ head_image[..., None])[..., 0]
+        if t:
+            earlier = self.head_images[:, :, :t].transpose(1, 2) @ head_image[..., None]
+            cross = cross - (previous @ earlier)[..., 0]
+        self.basis[:, :, kz + t] = direction
+        self.head_images[:, :, t] = head_image
+        alpha = head_image.square().sum(1)
+        l1 = (self.ortho @ head_image[..., None])[..., 0].abs().sum(1)  # ‖U b‖₁ = ‖H q‖₁
+        # EVR from the original factors: ‖H q‖² with H = Z Mᵀ.
+        reduced_q = direction if self.maps is None else (direction[:, None, :] @ self.maps)[:, 0]
+        image = (self.codes @ reduced_q[..., None])[..., 0]  # [C, n]
+        self.images[:, :, t] = image
+        self.explained += image.square().sum(1)
+        self.evr[:, t] = torch.where(
+            self.total > 0, self.explained / self.total.clamp_min(1e-300), 0.0
+        )
+        self.steps += 1
+        self.tri_bound.scatter_(1, atom[:, None], -math.inf)  # never a candidate again
+        return direction, cross, alpha, l1
+
+    def run(self) -> None:
+        """Select ``k`` atoms for every head of the chunk."""
+        self._initial_bounds()
+        for step in range(self.k):
+            with _single_thread(self.device):
+                atom = self._select()
+                direction, cross, alpha, l1 = self._add(atom)
+            if step + 1 < self.k:
+                self._update_bounds(direction, cross, alpha, l1)
 
     def coefficients(self) -> torch.Tensor:
-        """Least-squares coefficients ``[n, k]`` of H on the selected (normalised) atoms."""
-        chosen = self.atoms[self.selected].double()  # [k, d]
-        signals = self.code64 if self.map64 is None else self.code64 @ self.map64.T
-        return torch.linalg.lstsq(chosen.T, signals.T).solution.T
+        """Least-squares coefficients ``[C, n, k]`` on the selected (normalised) atoms.
+
+        With ``D_Sᵀ = Q T`` (T = Qᵀ D_Sᵀ, triangular), ``W = (H Q) T⁻ᵀ``; the
+        pseudo-inverse keeps a degenerate support (an atom in the span of earlier ones) finite.
+        """
+        with _single_thread(self.device):
+            chosen = self.atoms.gather64(self.selected)  # [C, k, d]
+            basis = self.basis[:, :, self.kz :]  # Q [C, d, k]
+            triangle = basis.transpose(1, 2) @ chosen.transpose(1, 2)  # [C, k, k]
+            return self.images @ torch.linalg.pinv(triangle).transpose(1, 2)
 
 
 def logit_lens(
@@ -351,21 +593,40 @@ def logit_lens(
     per_sample: int = 5,
     n_tokens: int = 5,
     normalize: bool = False,
+    vocab_block: int = _LENS_BLOCK,
 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """The paper's multi-sample logit-lens baseline.
 
     Each sample's top ``per_sample`` dictionary rows by logit ``h_i · d_j``; then the
-    ``n_tokens`` rows most frequent across samples (ties: first seen).
+    ``n_tokens`` rows most frequent across samples (ties: first seen). The logits are
+    computed in blocks of ``vocab_block`` rows, so no ``[n, v]`` matrix is held.
 
     Args:
         signals: ``[n, d]``.
-        dictionary: ``[v, d]`` (the raw unembedding; ``normalize`` for unit rows).
+        dictionary: ``[v, d]`` (the raw unembedding; ``normalize`` for unit rows), computed
+            on its device.
 
     Returns:
-        ``([n, per_sample]`` per-sample top rows, ``[(row, count), ...]`` most frequent).
+        ``([n, per_sample]`` per-sample top rows (on the signals' device),
+        ``[(row, count), ...]`` most frequent).
     """
-    atoms = normalize_rows(dictionary.float()) if normalize else dictionary.float()
-    logits = signals.float() @ atoms.T
-    top = torch.topk(logits, per_sample, dim=-1).indices
+    vocab = dictionary.shape[0]
+    if not 1 <= per_sample <= vocab:
+        raise ValueError(f"per_sample must be between 1 and {vocab}, got {per_sample}.")
+    queries = signals.detach().to(device=dictionary.device, dtype=torch.float32)
+    best_values = best_index = None
+    for start in range(0, vocab, vocab_block):
+        rows = dictionary[start : start + vocab_block].detach().float()
+        if normalize:
+            rows = normalize_rows(rows)
+        values, index = torch.topk(queries @ rows.T, min(per_sample, rows.shape[0]), dim=1)
+        index = index + start
+        if best_values is not None:
+            values = torch.cat([best_values, values], 1)
+            index = torch.cat([best_index, index], 1)
+            values, order = torch.topk(values, min(per_sample, values.shape[1]), dim=1)
+            index = index.gather(1, order)
+        best_values, best_index = values, index
+    top = best_index.to(signals.device)
     counts = Counter(top.reshape(-1).tolist())
     return top, counts.most_common(n_tokens)
