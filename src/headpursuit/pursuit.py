@@ -46,6 +46,7 @@ _BLOCK_BYTES = 32 << 20  # float32 temporaries of one block of the streamed prod
 _CHUNK_BYTES = 512 << 20  # per-chunk state (bounds, factors) when heads_per_chunk is None
 _LENS_BLOCK = 8192  # dictionary rows per block of the logit lens
 _SCORE_BUDGET = 1 << 23  # float64 elements per intermediate of the exact scores (64 MiB)
+_PARALLEL_FLOPS = 1 << 26  # smaller GEMMs run on one CPU thread (see _single_thread)
 _U32 = 2.0**-24  # unit round-off of IEEE float32
 _U64 = 2.0**-53  # unit round-off of IEEE float64
 
@@ -210,15 +211,9 @@ def _auto_chunk(
 ) -> int:
     """Heads per chunk: as many as fit in ``_CHUNK_BYTES``, in chunks of equal size."""
     reduced = min(n_samples, rank)
-    per_head = (
-        8
-        * (
-            3 * vocab  # the three bounds
-            + width * (reduced + n_atoms + rank)  # [M' | Q] and M in float64
-            + n_samples * (rank + reduced + n_atoms)  # Z, U and the images
-        )
-        + 4 * width * reduced
-    )  # M' in float32
+    state = 4 * (3 * vocab + width * reduced)  # the three float32 bounds, M' in float32
+    factors = 8 * (width * (reduced + n_atoms + rank) + n_samples * (rank + reduced + n_atoms))
+    per_head = state + factors  # [M' | Q] and M, Z, U and the images in float64
     most = max(1, min(n_batch, _CHUNK_BYTES // per_head))
     n_chunks = -(-n_batch // most)
     return -(-n_batch // n_chunks)
@@ -248,14 +243,14 @@ def _ieee_float32_matmul() -> Iterator[None]:
 
 
 @contextmanager
-def _single_thread(device: torch.device) -> Iterator[None]:
-    """Run CPU torch ops on one thread inside the block (no-op on other devices).
+def _single_thread(device: torch.device, when: bool = True) -> Iterator[None]:
+    """Run CPU torch ops on one thread inside the block (no-op on other devices or if not ``when``).
 
     The per-step vector work is many medium-sized operations; with several threads each
     pays an OpenMP synchronisation, which stalls for milliseconds when another process
-    holds a core. The GEMMs run outside these blocks on all threads.
+    holds a core. The GEMMs run outside these blocks on all threads, unless they are small.
     """
-    if device.type != "cpu":
+    if device.type != "cpu" or not when:
         yield
         return
     previous = torch.get_num_threads()
@@ -401,7 +396,9 @@ class _ChunkPursuit:
         eps_0 = _up32(self.eps_update)[:, None]
         for start in range(0, atoms.vocab, self.rows_initial):
             stop = min(start + self.rows_initial, atoms.vocab)
-            products = atoms.block_float(start, stop) @ self.reduced_t32  # [m, C*kz]
+            small = 2 * (stop - start) * self.reduced_t32.numel() < _PARALLEL_FLOPS
+            with _single_thread(self.device, small):
+                products = atoms.block_float(start, stop) @ self.reduced_t32  # [m, C*kz]
             with _single_thread(self.device):
                 if atoms.normalize:
                     products.mul_(atoms.inverse32[start:stop, None])
@@ -447,7 +444,10 @@ class _ChunkPursuit:
         vectors = torch.cat([direction, cross]).float()  # [2C, d]
         for start in range(0, atoms.vocab, self.rows_step):
             stop = min(start + self.rows_step, atoms.vocab)
-            products = vectors @ atoms.block_float(start, stop).T  # [2C, m]
+            with _single_thread(
+                self.device, 2 * (stop - start) * vectors.numel() < _PARALLEL_FLOPS
+            ):
+                products = vectors @ atoms.block_float(start, stop).T  # [2C, m]
             with _single_thread(self.device):
                 if atoms.normalize:
                     products.mul_(atoms.inverse32[start:stop])
@@ -492,43 +492,47 @@ class _ChunkPursuit:
         return scores
 
     def _select(self) -> torch.Tensor:
-        """The next atom of every head: the float64 argmax, lowest index among equals."""
+        """The next atom of every head: the float64 argmax of the exact scores.
+
+        Scores within 2ε64 of the best (their float64 round-off cannot order them, e.g. the
+        duplicate rows that real vocabularies hold) are ties, and the lowest index wins, as
+        ``argmax`` does for equal values.
+        """
         chunk, vocab = self.chunk, self.atoms.vocab
         bound = self.bound  # consumed: scored atoms are set to −inf
+        slack = 2 * self.eps_exact
         best = torch.full((chunk,), -math.inf, dtype=torch.float64, device=self.device)
-        best_atom = torch.zeros(chunk, dtype=torch.long, device=self.device)
+        found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         active = torch.arange(chunk, device=self.device)
         size = min(_FIRST_BLOCK, vocab)
         while True:
             values, index = torch.topk(bound if active.numel() == chunk else bound[active], size)
             values = values.double() * self.tri_factor  # ≥ the exact scores they bound
-            floor = best[active]
+            floor = best[active] - slack[active]
             # A prefix of each row (values are sorted); −inf marks selected or scored atoms.
             needed = (values >= floor[:, None]) & (values > -math.inf)
             width = int(needed.sum(1).max())
             if width:
-                needed, index_w = needed[:, :width], index[:, :width]
-                scores = self._exact_scores(active, index_w)
-                scores.masked_fill_(~needed, -math.inf)
+                needed, index = needed[:, :width], index[:, :width]
+                scores = self._exact_scores(active, index)
                 rows = active[:, None].expand(-1, width)[needed]
-                cols = index_w[needed]
+                cols, scores = index[needed], scores[needed]
+                found.append((rows, cols, scores))
                 bound[rows, cols] = -math.inf
-                self.tri_bound[rows, cols] = (scores[needed] + 2 * self.eps_exact[rows]).float()
-                top = scores.max(1).values
-                tied = torch.where(scores == top[:, None], index_w, vocab).min(1).values
-                better = (top > floor) | ((top == floor) & (tied < best_atom[active]))
-                better &= top > -math.inf
-                best[active] = torch.where(better, top, floor)
-                best_atom[active] = torch.where(better, tied, best_atom[active])
+                self.tri_bound[rows, cols] = (scores + 2 * self.eps_exact[rows]).float()
+                best.scatter_reduce_(0, rows, scores, "amax")
             if size >= vocab:
                 break
             # Unscored atoms outside this block have bounds ≤ its last value.
-            going = values[:, -1] >= best[active]
+            going = values[:, -1] >= best[active] - slack[active]
             active = active[going]
             if active.numel() == 0:
                 break
             size = min(2 * size, vocab)
-        return best_atom
+        rows, cols, scores = (torch.cat(parts) for parts in zip(*found, strict=True))
+        near = scores >= best[rows] - slack[rows]
+        atom = torch.full((chunk,), vocab, dtype=torch.long, device=self.device)
+        return atom.scatter_reduce_(0, rows[near], cols[near], "amin")
 
     def _add(self, atom: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Append atom ``[C]`` to every support; returns q, ũ, α = ‖M'ᵀq‖² and ‖Hq‖₁."""
