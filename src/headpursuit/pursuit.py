@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -42,11 +43,13 @@ import torch
 from tqdm.auto import tqdm
 
 _FIRST_BLOCK = 32  # atoms per head scored exactly before the bounds are consulted
-_BLOCK_BYTES = 32 << 20  # float32 temporaries of one block of the streamed products
+_BLOCK_BYTES = 32 << 20  # float32 temporaries of one block of the row-norm pass
+_CACHE_BYTES = 16 << 20  # one-time product block, by default
 _CHUNK_BYTES = 512 << 20  # per-chunk state (bounds, factors) when heads_per_chunk is None
 _LENS_BLOCK = 8192  # dictionary rows per block of the logit lens
 _SCORE_BUDGET = 1 << 23  # float64 elements per intermediate of the exact scores (64 MiB)
-_PARALLEL_FLOPS = 1 << 26  # smaller GEMMs run on one CPU thread (see _single_thread)
+_K_BLOCK = 512  # inner-dimension block of the float32 products (bounds their round-off)
+_NORM_BLOCK = 64  # inner-dimension block of the float32 row norms
 _U32 = 2.0**-24  # unit round-off of IEEE float32
 _U64 = 2.0**-53  # unit round-off of IEEE float64
 
@@ -149,8 +152,8 @@ def somp_factored(
             moved there once if it is elsewhere; the results come back on ``codes``' device.
         vocab_block: dictionary rows per block in the streamed products: the temporaries
             are ``[vocab_block, heads_per_chunk * r]`` float32 (the one-time ``D M``) and
-            ``[heads_per_chunk, vocab_block]`` (per step). ``None`` keeps each block's
-            temporaries under 32 MiB.
+            ``[heads_per_chunk, vocab_block]`` (per step). ``None`` picks cache-sized blocks
+            (about 16 MiB for the one-time products, 1,024 rows per step).
     """
     n_batch, n_samples, rank = codes.shape
     vocab, width = dictionary.shape
@@ -173,7 +176,7 @@ def somp_factored(
         raise ValueError("the signals contain NaN or infinite values; SOMP needs finite inputs.")
     device = dictionary.device if device is None else torch.device(device)
     dictionary = dictionary.detach().to(device)
-    atoms = _Atoms(dictionary, normalize)
+    atoms = _Atoms(dictionary, normalize, vocab_block)
     if heads_per_chunk is None:
         heads_per_chunk = _auto_chunk(n_batch, n_samples, rank, width, vocab, n_atoms)
     support = torch.zeros(n_batch, n_atoms, dtype=torch.long, device=codes.device)
@@ -219,6 +222,25 @@ def _auto_chunk(
     return -(-n_batch // n_chunks)
 
 
+def _split_matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``left @ right`` (float32) with the inner dimension cut into blocks of ``_K_BLOCK``.
+
+    BLAS may sum the K terms of a dot product in any order, so its round-off bound is
+    γ_K Σ|terms|; summing the J block products afterwards gives γ_{b+J-1} Σ|terms|
+    (b = min(K, _K_BLOCK)), which at K = 4096 is 8 times tighter.
+    """
+    inner = left.shape[1]
+    out = left[:, :_K_BLOCK] @ right[:_K_BLOCK]
+    for first in range(_K_BLOCK, inner, _K_BLOCK):
+        out += left[:, first : first + _K_BLOCK] @ right[first : first + _K_BLOCK]
+    return out
+
+
+def _product_terms(inner: int) -> int:
+    """Roundings per term of a :func:`_split_matmul` product over ``inner`` terms."""
+    return min(inner, _K_BLOCK) + -(-inner // _K_BLOCK) - 1
+
+
 def _up32(values: torch.Tensor) -> torch.Tensor:
     """Non-negative float64 values as float32 rounded up (never below the float64 value)."""
     return (values * (1 + 2 * _U32)).float()
@@ -242,15 +264,41 @@ def _ieee_float32_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
+def _over_blocks(
+    device: torch.device, total: int, rows: int, work: Callable[[int, int], None], threads: int
+) -> None:
+    """Call ``work(start, stop)`` on blocks of ``rows`` rows covering ``range(total)``.
+
+    On the CPU the blocks are shared among ``threads`` Python threads that
+    each run torch on one thread: the blocks write disjoint columns, and one join per call
+    replaces the thread synchronisation every small torch operation would otherwise pay
+    (which stalls for milliseconds whenever another process holds a core).
+    """
+    blocks = [(start, min(start + rows, total)) for start in range(0, total, rows)]
+    workers = min(threads, len(blocks)) if device.type == "cpu" else 1
+    if workers <= 1:
+        with _single_thread(device):
+            for start, stop in blocks:
+                work(start, stop)
+        return
+
+    def share(part: list[tuple[int, int]]) -> None:
+        for start, stop in part:
+            work(start, stop)
+
+    with _single_thread(device), ThreadPoolExecutor(workers) as pool:
+        list(pool.map(share, [blocks[i::workers] for i in range(workers)]))
+
+
 @contextmanager
-def _single_thread(device: torch.device, when: bool = True) -> Iterator[None]:
-    """Run CPU torch ops on one thread inside the block (no-op on other devices or if not ``when``).
+def _single_thread(device: torch.device) -> Iterator[None]:
+    """Run CPU torch ops on one thread inside the block (no-op on other devices).
 
     The per-step vector work is many medium-sized operations; with several threads each
     pays an OpenMP synchronisation, which stalls for milliseconds when another process
-    holds a core. The GEMMs run outside these blocks on all threads, unless they are small.
+    holds a core. The streamed products share the CPU's threads by blocks instead.
     """
-    if device.type != "cpu" or not when:
+    if device.type != "cpu":
         yield
         return
     previous = torch.get_num_threads()
@@ -262,34 +310,55 @@ def _single_thread(device: torch.device, when: bool = True) -> Iterator[None]:
 
 
 class _Atoms:
-    """The dictionary as stored, plus float64 inverse row norms (the atoms are their product).
+    """The dictionary as stored, read in blocks; atom j is row j, L2-normalised if asked.
 
-    Atom j is ``d_j = row_j · inv_j`` with ``inv_j = 1/‖row_j‖`` (0 for a zero row) when
-    normalising, 1 otherwise. ``norm_bound`` bounds every ‖d_j‖ (1 when normalising).
+    The float32 products use ``inverse32 = fl(1 / ‖row_j‖)`` from a float32 norm (0 for a
+    zero row); the float64 exact scores normalise the gathered rows in float64.
+    ``product_gamma`` bounds the relative error of every term of a float32 product
+    ``fl(fl(row_j · x) · inverse32_j)`` against ``d_j · x`` (the dot product, x's and the
+    row's rounding to float32, the norm, its inverse and the scaling), and ``norm_bound``
+    bounds every ‖d_j‖ (1 when normalising).
     """
 
-    def __init__(self, dictionary: torch.Tensor, normalize: bool):
+    def __init__(self, dictionary: torch.Tensor, normalize: bool, block: int | None):
         self.rows = dictionary  # [v, d], any float dtype, on the compute device
         self.device = dictionary.device
-        vocab, self.width = dictionary.shape
-        block = max(1, _BLOCK_BYTES // (8 * self.width))
-        self.vocab = vocab
-        self.normalize = normalize
-        inverse = torch.ones(vocab, dtype=torch.float64, device=self.device)
-        largest = torch.zeros((), dtype=torch.float64, device=self.device)
+        vocab, width = dictionary.shape
+        self.vocab, self.width, self.normalize = vocab, width, normalize
+        block = block or max(1, _BLOCK_BYTES // (8 * width))
+        norms = torch.empty(vocab, dtype=torch.float64, device=self.device)
         for start in range(0, vocab, block):
-            norms = dictionary[start : start + block].double().norm(dim=1)
-            if not bool(torch.isfinite(norms).all()):
-                raise ValueError(
-                    "the dictionary contains NaN or infinite values; SOMP needs finite atoms."
-                )
-            if normalize:
-                inverse[start : start + block] = torch.where(norms > 0, 1 / norms, 0.0)
-            largest = torch.maximum(largest, norms.max())
-        self.inverse = inverse  # [v] float64
-        self.inverse32 = inverse.float()
-        # ‖row·inv‖ ≤ 1 up to float64 round-off, which the 1e-12 covers.
-        self.norm_bound = (1.0 + 1e-12) if normalize else float(largest) * (1 + 1e-12)
+            norms[start : start + block] = self._norms(self.block_float(start, start + block))
+        if not bool(torch.isfinite(norms).all()):
+            raise ValueError(
+                "the dictionary contains NaN or infinite values; SOMP needs finite atoms."
+            )
+        # Each float32 partial norm of ≤ 64 terms is within γ_66 of its exact value; the
+        # float64 sum of their squares, the root, the inverse and its rounding to float32
+        # keep inverse32 within γ_70 of 1/‖row‖.
+        norm_gamma = _gamma(_NORM_BLOCK + 6, _U32)
+        # A product term: rounded x and row (2), the split dot product, then × inverse32.
+        product_gamma = _gamma(_product_terms(width) + 3, _U32)
+        if normalize:
+            self.inverse32 = torch.where(norms > 0, 1 / norms, 0.0).float()
+            self.product_gamma = product_gamma + norm_gamma + product_gamma * norm_gamma
+            self.norm_bound = 1.0 + 1e-12  # ‖row / ‖row‖‖ in float64
+        else:
+            self.product_gamma = product_gamma
+            self.norm_bound = float(norms.max()) * (1 + norm_gamma)
+
+    @staticmethod
+    def _norms(rows: torch.Tensor) -> torch.Tensor:
+        """Float64 norms of float32 rows ``[m, d]`` from float32 norms of 64-column pieces."""
+        count, width = rows.shape
+        full = width - width % _NORM_BLOCK
+        squares = torch.zeros(count, dtype=torch.float64, device=rows.device)
+        if full:
+            pieces = torch.linalg.vector_norm(rows[:, :full].reshape(count, -1, _NORM_BLOCK), dim=2)
+            squares += pieces.double().square().sum(1)
+        if full < width:
+            squares += torch.linalg.vector_norm(rows[:, full:], dim=1).double().square()
+        return squares.sqrt()
 
     def block_float(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``[start, stop)`` as float32 ``[m, d]`` (a view when already float32)."""
@@ -298,7 +367,10 @@ class _Atoms:
     def gather64(self, index: torch.Tensor) -> torch.Tensor:
         """The atoms at ``index`` (any shape) as float64 ``[..., d]``."""
         picked = self.rows[index].double()
-        return picked * self.inverse[index][..., None] if self.normalize else picked
+        if not self.normalize:
+            return picked
+        norms = torch.linalg.vector_norm(picked, dim=-1, keepdim=True)
+        return torch.where(norms > 0, picked / norms.clamp_min(1e-300), 0.0)
 
 
 class _ChunkPursuit:
@@ -325,16 +397,16 @@ class _ChunkPursuit:
         self.device = atoms.device
         if center:
             codes = codes - codes.mean(1, keepdim=True)
-        self.codes = codes  # Z [C, n, r] float64
-        self.maps = maps  # M [C, d, r] float64, or None for the identity
         chunk, n, _ = codes.shape
         vocab, width = atoms.vocab, atoms.width
         self.chunk, self.n, self.k = chunk, n, n_atoms
-        # Rows per block: the one-time products are [rows, C*kz] float32, the per-step
-        # ones [2C, rows] float32 with about three [C, rows] float32 companions.
+        self.threads = torch.get_num_threads()  # CPU threads for the blocked work
+        # Rows per block: the one-time products are [rows, C*kz] float32 (twice, for the
+        # split inner dimension), the per-step ones [2C, rows] float32 with a few [C, rows]
+        # float32 companions. By default both stay small enough to live in the CPU's cache.
         kz = min(n, codes.shape[2])
-        self.rows_initial = vocab_block or max(1, _BLOCK_BYTES // (4 * chunk * kz))
-        self.rows_step = vocab_block or max(1, _BLOCK_BYTES // (20 * chunk))
+        self.rows_initial = vocab_block or max(256, _CACHE_BYTES // (4 * chunk * kz))
+        self.rows_step = vocab_block or 1024
         with _single_thread(self.device):
             ortho, upper = torch.linalg.qr(codes)  # U [C, n, kz], R [C, kz, r]
             # M' = M Rᵀ ([C, d, kz]): H = Z Mᵀ = U M'ᵀ.
@@ -344,23 +416,18 @@ class _ChunkPursuit:
             # [M' | Q]: the exact scores project candidate atoms on both in one product.
             self.basis = torch.zeros(chunk, width, kz + n_atoms, dtype=f64, device=self.device)
             self.basis[:, :, :kz] = reduced
-            self.reduced_t32 = reduced.float().permute(1, 0, 2).reshape(width, chunk * kz)
+            self.reduced32 = reduced.float()  # [C, d, kz]
             self.head_images = torch.zeros(chunk, kz, n_atoms, dtype=f64, device=self.device)
-            self.images = torch.zeros(chunk, n, n_atoms, dtype=f64, device=self.device)
-            if maps is None:
-                self.total = codes.square().sum((1, 2))
-            else:  # ‖Z Mᵀ‖²_F = tr(ZᵀZ MᵀM)
-                self.total = ((codes.transpose(1, 2) @ codes) * (maps.transpose(1, 2) @ maps)).sum(
-                    (1, 2)
-                )
-            frob = reduced.square().sum((1, 2)).sqrt()  # ‖M'‖_F ≥ ‖M'‖₂ ≥ ‖y_j‖ / ‖d_j‖
+            self.total = reduced.square().sum((1, 2))  # ‖H‖²_F = ‖U M'ᵀ‖²_F = ‖M'‖²_F
+            frob = self.total.sqrt()  # ‖M'‖_F ≥ ‖M'‖₂ ≥ ‖y_j‖ / ‖d_j‖
+            self.frob = frob
             eye = torch.eye(kz, dtype=f64, device=self.device)
             # ‖U‖₂² ≤ 1 + ‖UᵀU − I‖_F; the 1e-12 covers the round-off of this check.
             drift = (ortho.transpose(1, 2) @ ortho - eye).square().sum((1, 2)).sqrt()
             # ‖c‖₁ ≤ √n ‖c‖₂ = √n ‖U y‖₂ ≤ √n ‖U‖₂ ‖y‖₂.
             scale = math.sqrt(n) * (1 + drift + 1e-12).sqrt()
             rho = atoms.norm_bound
-            self.gamma_d = _gamma(width + 5, _U32) * rho  # float32 product of an atom, per ‖x‖
+            self.gamma_d = atoms.product_gamma * rho  # float32 product of an atom, per ‖x‖
             self.eps_initial = self.gamma_d * frob  # bound on ‖ĝ_j − g_j‖₂
             # Float64 round-off: of the exact scores (ε64), and per step of the ‖y‖² update.
             terms = n + kz + width + n_atoms + 8
@@ -394,42 +461,49 @@ class _ChunkPursuit:
         inflate = 1 + _gamma(kz + 4, _U32)
         eps_g = _up32(self.eps_initial)[:, None]
         eps_0 = _up32(self.eps_update)[:, None]
-        for start in range(0, atoms.vocab, self.rows_initial):
-            stop = min(start + self.rows_initial, atoms.vocab)
-            small = 2 * (stop - start) * self.reduced_t32.numel() < _PARALLEL_FLOPS
-            with _single_thread(self.device, small):
-                products = atoms.block_float(start, stop) @ self.reduced_t32  # [m, C*kz]
-            with _single_thread(self.device):
-                if atoms.normalize:
-                    products.mul_(atoms.inverse32[start:stop, None])
-                norms = torch.linalg.vector_norm(products.view(stop - start, chunk, kz), dim=-1)
-                norm = norms.T.mul(inflate).add_(eps_g)
-                sq = self.sq_bound[:, start:stop]
-                torch.square(norm, out=norm)
-                sq.copy_(norm.mul_(1 + _gamma(8, _U32)).add_(eps_0))
-                self._refresh_bound(start, stop)
+        right = self.reduced32.permute(1, 0, 2).reshape(atoms.width, chunk * kz)  # [d, C*kz]
+
+        def block(start: int, stop: int) -> None:
+            products = _split_matmul(atoms.block_float(start, stop), right)
+            if atoms.normalize:
+                products.mul_(atoms.inverse32[start:stop, None])
+            norms = torch.linalg.vector_norm(products.view(stop - start, chunk, kz), dim=-1)
+            norm = norms.T.mul(inflate).add_(eps_g)
+            torch.square(norm, out=norm)
+            self.sq_bound[:, start:stop] = norm.mul_(1 + _gamma(8, _U32)).add_(eps_0)
+            self._refresh_bound(start, stop)
+
+        _over_blocks(self.device, atoms.vocab, self.rows_initial, block, self.threads)
 
     def _refresh_bound(self, start: int, stop: int) -> None:
         bound = self.sq_bound[:, start:stop].clamp(min=0)
         bound.sqrt_().mul_(self.scale32[:, None]).add_(self.eps_exact32[:, None])
         self.bound[:, start:stop] = torch.minimum(bound, self.tri_bound[:, start:stop])
 
-    def _update_bounds(self, direction: torch.Tensor, cross: torch.Tensor, alpha, l1) -> None:
+    def _update_bounds(
+        self,
+        direction: torch.Tensor,
+        cross: torch.Tensor,
+        cross_error: torch.Tensor,
+        alpha: torch.Tensor,
+        l1: torch.Tensor,
+    ) -> None:
         """Fold the newest direction q (with ũ, α = ‖M'ᵀq‖², ‖Hq‖₁) into every atom's bounds.
 
         ``‖y_j‖²`` changes by ``Δ = −2 p w + p² α`` with ``p = q·d_j`` and ``w = ũ·d_j``,
-        both from one float32 GEMM per block: ``|p̂ − p| ≤ ε_p = γ_{d+5}‖q‖`` and
-        ``|ŵ − w| ≤ ε_w = γ_{d+5}‖ũ‖`` (times the atom norm bound ρ), so
+        both from one float32 GEMM per block: ``|p̂ − p| ≤ ε_p = γ_P ρ ‖q‖`` and
+        ``|ŵ − w| ≤ ε_w = γ_P ρ ‖ũ‖ + ρ δũ`` (γ_P: ``_Atoms.product_gamma``; δũ bounds the
+        error of the float32 ũ), so
         ``|Δ̂ − Δ| ≤ 2ε_p|ŵ| + (2ε_w + 2αε_p)|p̂| + 2ε_pε_w + αε_p²``. The update itself runs
         in float32: forming Δ̂ adds ≤ γ_3 (α|p̂|² + 2|p̂||ŵ|) ≤ γ_3ρ' (α|p̂| + 2|ŵ|) with
-        ρ' = ρ(1 + γ_{d+5}) ≥ |p̂|, and the four additions into ``sq_bound`` at most γ_5
+        ρ' = ρ(1 + γ_P) ≥ |p̂|, and the four additions into ``sq_bound`` at most γ_5
         of (result + error terms), hence the final ``× (1 + 2γ_5)`` and the inflated terms.
         """
         atoms, chunk = self.atoms, self.chunk
         rho = self.atoms.norm_bound * (1 + self.gamma_d)
         g3, g4, g5 = _gamma(3, _U32), _gamma(4, _U32), _gamma(5, _U32)
         eps_p = self.gamma_d * direction.norm(dim=1)
-        eps_w = self.gamma_d * cross.norm(dim=1)
+        eps_w = self.gamma_d * cross.double().norm(dim=1) + self.atoms.norm_bound * cross_error
         inflate = 1 + 2 * g5
         c_w = _up32(inflate * (2 * eps_p + 2 * g3 * rho))[:, None]
         # (+ u ρ' α |p̂| for α's own rounding to float32)
@@ -441,26 +515,24 @@ class _ChunkPursuit:
         drift_p = _up32(l1)[:, None]
         drift_0 = _up32(eps_p * l1)[:, None]
         alpha = alpha.float()[:, None]
-        vectors = torch.cat([direction, cross]).float()  # [2C, d]
-        for start in range(0, atoms.vocab, self.rows_step):
-            stop = min(start + self.rows_step, atoms.vocab)
-            with _single_thread(
-                self.device, 2 * (stop - start) * vectors.numel() < _PARALLEL_FLOPS
-            ):
-                products = vectors @ atoms.block_float(start, stop).T  # [2C, m]
-            with _single_thread(self.device):
-                if atoms.normalize:
-                    products.mul_(atoms.inverse32[start:stop])
-                p, w = products[:chunk], products[chunk:]
-                sq = self.sq_bound[:, start:stop]
-                change = p * alpha
-                change.sub_(w, alpha=2)
-                sq.addcmul_(change, p)
-                sq.addcmul_(w.abs_(), c_w)
-                p.abs_()
-                sq.addcmul_(p, c_p).add_(c_0).mul_(inflate)
-                self.tri_bound[:, start:stop].addcmul_(p, drift_p).add_(drift_0)
-                self._refresh_bound(start, stop)
+        vectors = torch.cat([direction.float(), cross])  # [2C, d]
+
+        def block(start: int, stop: int) -> None:
+            products = _split_matmul(vectors, atoms.block_float(start, stop).T)  # [2C, m]
+            if atoms.normalize:
+                products.mul_(atoms.inverse32[start:stop])
+            p, w = products[:chunk], products[chunk:]
+            sq = self.sq_bound[:, start:stop]
+            change = p * alpha
+            change.sub_(w, alpha=2)
+            sq.addcmul_(change, p)
+            sq.addcmul_(w.abs_(), c_w)
+            p.abs_()
+            sq.addcmul_(p, c_p).add_(c_0).mul_(inflate)
+            self.tri_bound[:, start:stop].addcmul_(p, drift_p).add_(drift_0)
+            self._refresh_bound(start, stop)
+
+        _over_blocks(self.device, atoms.vocab, self.rows_step, block, self.threads)
 
     # --- exact scores and selection ---------------------------------------------------------
 
@@ -476,18 +548,24 @@ class _ChunkPursuit:
             images = (self.head_images if whole else self.head_images[heads])[:, :, :t]
             images = images.transpose(1, 2)  # Bᵀ [A, t, kz]
         count, width = index.shape
-        per_column = count * max(self.atoms.width, self.n, kz + t)
-        step = max(1, _SCORE_BUDGET // per_column)
         scores = torch.empty(count, width, dtype=torch.float64, device=self.device)
-        for first in range(0, width, step):
-            block = index[:, first : first + step]
-            projected = self.atoms.gather64(block) @ basis  # [A, m, kz + t]
-            coords = projected[..., :kz]
-            if images is not None:  # y = M'ᵀd − B (Qᵀd)
-                coords = coords - projected[..., kz:] @ images
-            scores[:, first : first + step] = torch.linalg.vector_norm(
-                coords @ ortho_t, ord=1, dim=-1
-            )
+
+        def score(first_head: int, last_head: int) -> None:
+            rows = slice(first_head, last_head)
+            per_column = (last_head - first_head) * max(self.atoms.width, self.n, kz + t)
+            step = max(1, _SCORE_BUDGET // per_column)
+            for first in range(0, width, step):
+                columns = slice(first, first + step)
+                projected = self.atoms.gather64(index[rows, columns]) @ basis[rows]  # [A, m, kz+t]
+                coords = projected[..., :kz]
+                if images is not None:  # y = M'ᵀd − B (Qᵀd)
+                    coords = coords - projected[..., kz:] @ images[rows]
+                scores[rows, columns] = torch.linalg.vector_norm(
+                    coords @ ortho_t[rows], ord=1, dim=-1
+                )
+
+        # On the CPU the heads are shared among threads (see _over_blocks).
+        _over_blocks(self.device, count, -(-count // self.threads), score, self.threads)
         self.n_exact += index.numel()
         return scores
 
@@ -535,7 +613,10 @@ class _ChunkPursuit:
         return atom.scatter_reduce_(0, rows[near], cols[near], "amin")
 
     def _add(self, atom: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Append atom ``[C]`` to every support; returns q, ũ, α = ‖M'ᵀq‖² and ‖Hq‖₁."""
+        """Append atom ``[C]`` to every support.
+
+        Returns q, ũ (float32) with a bound on its error, α = ‖M'ᵀq‖² and ‖Hq‖₁ (float64).
+        """
         t, kz = self.steps, self.kz
         self.selected[:, t] = atom
         vector = self.atoms.gather64(atom)  # [C, d]
@@ -544,28 +625,26 @@ class _ChunkPursuit:
             vector = vector - (previous @ (previous.transpose(1, 2) @ vector[..., None]))[..., 0]
         norm = vector.norm(dim=1, keepdim=True)
         direction = torch.where(norm > 0, vector / norm.clamp_min(1e-300), 0.0)
-        reduced = self.basis[:, :, :kz]
-        head_image = (direction[:, None, :] @ reduced)[:, 0]  # b = M'ᵀq [C, kz]
-        # ũ = M'b − Q_t (B_tᵀ b): ũ·d_j = b·y_j, the cross term of the ‖y_j‖² update.
-        cross = (reduced @ head_image[..., None])[..., 0]
+        head_image = (direction[:, None, :] @ self.basis[:, :, :kz])[:, 0]  # b = M'ᵀq [C, kz]
+        # ũ = M'b − Q_t (B_tᵀ b), so that ũ·d_j = b·y_j (the cross term of the ‖y_j‖²
+        # update). It only feeds a float32 product, so it is formed in float32 from the
+        # float32 copy of M': within γ_{kz+4} (‖M'‖_F + ‖B_t‖_F) ‖b‖ ≤ 2γ_{kz+4} ‖M'‖_F ‖b‖.
+        cross = (self.reduced32 @ head_image.float()[..., None])[..., 0]
         if t:
             earlier = self.head_images[:, :, :t].transpose(1, 2) @ head_image[..., None]
-            cross = cross - (previous @ earlier)[..., 0]
+            cross -= (previous @ earlier)[..., 0].float()
+        cross_error = 2 * _gamma(kz + 4, _U32) * self.frob * head_image.norm(dim=1)
         self.basis[:, :, kz + t] = direction
         self.head_images[:, :, t] = head_image
-        alpha = head_image.square().sum(1)
-        l1 = (self.ortho @ head_image[..., None])[..., 0].abs().sum(1)  # ‖U b‖₁ = ‖H q‖₁
-        # EVR from the original factors: ‖H q‖² with H = Z Mᵀ.
-        reduced_q = direction if self.maps is None else (direction[:, None, :] @ self.maps)[:, 0]
-        image = (self.codes @ reduced_q[..., None])[..., 0]  # [C, n]
-        self.images[:, :, t] = image
-        self.explained += image.square().sum(1)
+        alpha = head_image.square().sum(1)  # ‖H q‖² = ‖U b‖² = ‖b‖²
+        l1 = (self.ortho @ head_image[..., None])[..., 0].abs().sum(1)  # ‖H q‖₁
+        self.explained += alpha
         self.evr[:, t] = torch.where(
             self.total > 0, self.explained / self.total.clamp_min(1e-300), 0.0
         )
         self.steps += 1
         self.tri_bound.scatter_(1, atom[:, None], -math.inf)  # never a candidate again
-        return direction, cross, alpha, l1
+        return direction, cross, cross_error, alpha, l1
 
     def run(self) -> None:
         """Select ``k`` atoms for every head of the chunk."""
@@ -573,9 +652,9 @@ class _ChunkPursuit:
         for step in range(self.k):
             with _single_thread(self.device):
                 atom = self._select()
-                direction, cross, alpha, l1 = self._add(atom)
+                added = self._add(atom)
             if step + 1 < self.k:
-                self._update_bounds(direction, cross, alpha, l1)
+                self._update_bounds(*added)
 
     def coefficients(self) -> torch.Tensor:
         """Least-squares coefficients ``[C, n, k]`` on the selected (normalised) atoms.
@@ -587,7 +666,8 @@ class _ChunkPursuit:
             chosen = self.atoms.gather64(self.selected)  # [C, k, d]
             basis = self.basis[:, :, self.kz :]  # Q [C, d, k]
             triangle = basis.transpose(1, 2) @ chosen.transpose(1, 2)  # [C, k, k]
-            return self.images @ torch.linalg.pinv(triangle).transpose(1, 2)
+            images = self.ortho @ self.head_images  # H Q = U B, [C, n, k]
+            return images @ torch.linalg.pinv(triangle).transpose(1, 2)
 
 
 def logit_lens(
