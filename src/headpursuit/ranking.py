@@ -58,11 +58,14 @@ def head_somp(
     center: bool = True,
     heads: Sequence[Head] | None = None,
     progress: bool = False,
+    device: torch.device | str | None = None,
 ) -> SOMPResult:
     """SOMP on every head's (or the given heads') contributions, computed in head space.
 
     Args:
-        dictionary: ``[v, d_model]`` atoms (e.g. rows of the unembedding).
+        dictionary: ``[v, d_model]`` atoms (e.g. rows of the unembedding), any float dtype.
+        device: where SOMP runs (default: the device of the model's output embeddings,
+            e.g. CUDA for a model on the GPU). Results come back on the CPU.
 
     Returns:
         :class:`SOMPResult` with one row per head, in ``heads`` order (default: layer-major).
@@ -70,10 +73,17 @@ def head_somp(
     activations.check_model(sites)
     if heads is None:
         heads = [Head(l, h) for l in range(sites.n_layers) for h in range(sites.n_heads)]
+    if device is None:
+        embeddings = sites.model.get_output_embeddings()
+        device = next(
+            iter(embeddings.parameters() if embeddings else sites.model.parameters())
+        ).device
     maps_by_layer = {layer: sites.head_matrices(layer) for layer in {h.layer for h in heads}}
     codes = torch.stack([activations.pooled[:, h.layer, h.head] for h in heads])
     maps = torch.stack([maps_by_layer[h.layer][h.head] for h in heads])
-    return somp_factored(codes, maps, dictionary, n_atoms, center=center, progress=progress)
+    return somp_factored(
+        codes, maps, dictionary, n_atoms, center=center, progress=progress, device=device
+    )
 
 
 @dataclass
