@@ -150,10 +150,11 @@ def _near_tie(width=48, n=20, gap=1e-9, seed=0):
     return signals, a, b
 
 
+@pytest.mark.parametrize("gap", [1e-9, 1e-11])
 @pytest.mark.parametrize("b_first", [True, False])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_float64_decides_a_near_tie_below_float32_resolution(b_first, sign):
-    signals, a, b = _near_tie(gap=sign * 1e-9)
+def test_float64_decides_a_near_tie_below_float32_resolution(gap, b_first, sign):
+    signals, a, b = _near_tie(gap=sign * gap)
     generator = torch.Generator().manual_seed(1)
     dictionary = torch.randn(300, a.numel(), generator=generator, dtype=torch.float64)
     first, second = (17, 230) if b_first else (230, 17)

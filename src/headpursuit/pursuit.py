@@ -50,6 +50,7 @@ _LENS_BLOCK = 8192  # dictionary rows per block of the logit lens
 _SCORE_BUDGET = 1 << 23  # float64 elements per intermediate of the exact scores (64 MiB)
 _K_BLOCK = 512  # inner-dimension block of the float32 products (bounds their round-off)
 _NORM_BLOCK = 64  # inner-dimension block of the float32 row norms
+_TIE = 2.0**-40  # float64 scores this close (relative) are equal: lowest index wins
 _U32 = 2.0**-24  # unit round-off of IEEE float32
 _U64 = 2.0**-53  # unit round-off of IEEE float64
 
@@ -570,15 +571,16 @@ class _ChunkPursuit:
         return scores
 
     def _select(self) -> torch.Tensor:
-        """The next atom of every head: the float64 argmax of the exact scores.
+        """The next atom of every head: the argmax of the float64 exact scores.
 
-        Scores within 2ε64 of the best (their float64 round-off cannot order them, e.g. the
-        duplicate rows that real vocabularies hold) are ties, and the lowest index wins, as
-        ``argmax`` does for equal values.
+        Every atom whose bound reaches the best score found so far is scored, so no other
+        can beat it. Scores within ``_TIE`` (relative) of the best count as equal and the
+        lowest index wins, as ``argmax`` does for equal values: real vocabularies hold
+        duplicate rows, whose float64 scores may differ in the last bits when computed in
+        different batches.
         """
         chunk, vocab = self.chunk, self.atoms.vocab
         bound = self.bound  # consumed: scored atoms are set to −inf
-        slack = 2 * self.eps_exact
         best = torch.full((chunk,), -math.inf, dtype=torch.float64, device=self.device)
         found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         active = torch.arange(chunk, device=self.device)
@@ -586,7 +588,7 @@ class _ChunkPursuit:
         while True:
             values, index = torch.topk(bound if active.numel() == chunk else bound[active], size)
             values = values.double() * self.tri_factor  # ≥ the exact scores they bound
-            floor = best[active] - slack[active]
+            floor = best[active] - best[active].abs() * _TIE
             # A prefix of each row (values are sorted); −inf marks selected or scored atoms.
             needed = (values >= floor[:, None]) & (values > -math.inf)
             width = int(needed.sum(1).max())
@@ -602,13 +604,13 @@ class _ChunkPursuit:
             if size >= vocab:
                 break
             # Unscored atoms outside this block have bounds ≤ its last value.
-            going = values[:, -1] >= best[active] - slack[active]
+            going = values[:, -1] >= best[active] - best[active].abs() * _TIE
             active = active[going]
             if active.numel() == 0:
                 break
             size = min(2 * size, vocab)
         rows, cols, scores = (torch.cat(parts) for parts in zip(*found, strict=True))
-        near = scores >= best[rows] - slack[rows]
+        near = scores >= best[rows] - best[rows].abs() * _TIE
         atom = torch.full((chunk,), vocab, dtype=torch.long, device=self.device)
         return atom.scatter_reduce_(0, rows[near], cols[near], "amin")
 
