@@ -1,7 +1,7 @@
 """Simultaneous Orthogonal Matching Pursuit over a dictionary, and the logit-lens baseline.
 
 Pure tensor math: nothing here knows about models. Everything runs on one chosen device
-(CPU or GPU) and never moves data back to the host inside the loops.
+(CPU or GPU); inside the loops only scalars for loop control come back to the host.
 
 SOMP (Tropp, Gilbert & Strauss, 2006) approximates a signal matrix H ``[n, d]`` by
 ``W @ D[S]`` with a support S of k dictionary rows chosen greedily. Step t scores every
@@ -47,7 +47,7 @@ _BLOCK_BYTES = 32 << 20  # float32 temporaries of one block of the row-norm pass
 _CACHE_BYTES = 16 << 20  # one-time product block, by default
 _CHUNK_BYTES = 512 << 20  # per-chunk state (bounds, factors) when heads_per_chunk is None
 _LENS_BLOCK = 8192  # dictionary rows per block of the logit lens
-_SCORE_BUDGET = 1 << 23  # float64 elements per intermediate of the exact scores (64 MiB)
+_SCORE_BUDGET = 1 << 21  # float64 elements per intermediate of the exact scores (16 MiB)
 _K_BLOCK = 512  # inner-dimension block of the float32 products (bounds their round-off)
 _NORM_BLOCK = 64  # inner-dimension block of the float32 row norms
 _TIE = 2.0**-40  # float64 scores this close (relative) are equal: lowest index wins
@@ -146,15 +146,17 @@ def somp_factored(
         n_atoms: k ≤ v atoms per signal matrix.
         center, normalize: as in :func:`somp`.
         heads_per_chunk: signal matrices processed together in lockstep (one GEMM per
-            step serves them all). Each holds three float64 ``[v]`` vectors (its bounds)
+            step serves them all). Each holds three float32 ``[v]`` vectors (its bounds)
             and its float64 factors; ``None`` picks as many as fit in 512 MiB.
         progress: show a progress bar over signal matrices.
-        device: where to compute (default: the dictionary's device). The dictionary is
-            moved there once if it is elsewhere; the results come back on ``codes``' device.
+        device: where to compute (default: the dictionary's device); it needs float64
+            (CPU, CUDA). The dictionary is moved there once if it is elsewhere (keeping its
+            dtype); the results come back on ``codes``' device.
         vocab_block: dictionary rows per block in the streamed products: the temporaries
             are ``[vocab_block, heads_per_chunk * r]`` float32 (the one-time ``D M``) and
             ``[heads_per_chunk, vocab_block]`` (per step). ``None`` picks cache-sized blocks
-            (about 16 MiB for the one-time products, 1,024 rows per step).
+            on the CPU (about 16 MiB for the one-time products, 1,024 rows per step) and
+            16 times larger ones elsewhere.
     """
     n_batch, n_samples, rank = codes.shape
     vocab, width = dictionary.shape
@@ -176,6 +178,10 @@ def somp_factored(
     ):
         raise ValueError("the signals contain NaN or infinite values; SOMP needs finite inputs.")
     device = dictionary.device if device is None else torch.device(device)
+    if device.type == "mps":
+        raise ValueError(
+            "SOMP's exact scores need float64, which MPS lacks; pass device='cpu' instead."
+        )
     dictionary = dictionary.detach().to(device)
     atoms = _Atoms(dictionary, normalize, vocab_block)
     if heads_per_chunk is None:
@@ -216,8 +222,9 @@ def _auto_chunk(
     """Heads per chunk: as many as fit in ``_CHUNK_BYTES``, in chunks of equal size."""
     reduced = min(n_samples, rank)
     state = 4 * (3 * vocab + width * reduced)  # the three float32 bounds, M' in float32
-    factors = 8 * (width * (reduced + n_atoms + rank) + n_samples * (rank + reduced + n_atoms))
-    per_head = state + factors  # [M' | Q] and M, Z, U and the images in float64
+    # [M' | Q] and U in float64, and M and Z while the chunk is set up
+    factors = 8 * (width * (reduced + n_atoms + rank) + n_samples * (rank + reduced))
+    per_head = state + factors
     most = max(1, min(n_batch, _CHUNK_BYTES // per_head))
     n_chunks = -(-n_batch // most)
     return -(-n_batch // n_chunks)
@@ -371,7 +378,7 @@ class _Atoms:
         if not self.normalize:
             return picked
         norms = torch.linalg.vector_norm(picked, dim=-1, keepdim=True)
-        return torch.where(norms > 0, picked / norms.clamp_min(1e-300), 0.0)
+        return picked.div_(norms.clamp_min_(1e-300))  # a zero row stays zero
 
 
 class _ChunkPursuit:
@@ -406,12 +413,13 @@ class _ChunkPursuit:
         # split inner dimension), the per-step ones [2C, rows] float32 with a few [C, rows]
         # float32 companions. By default both stay small enough to live in the CPU's cache.
         kz = min(n, codes.shape[2])
-        self.rows_initial = vocab_block or max(256, _CACHE_BYTES // (4 * chunk * kz))
-        self.rows_step = vocab_block or 1024
+        cache = _CACHE_BYTES if self.device.type == "cpu" else 16 * _CACHE_BYTES
+        self.rows_initial = vocab_block or max(256, cache // (4 * chunk * kz))
+        self.rows_step = vocab_block or cache // (4 * 4096)
+        ortho, upper = torch.linalg.qr(codes)  # U [C, n, kz], R [C, kz, r]
+        # M' = M Rᵀ ([C, d, kz]): H = Z Mᵀ = U M'ᵀ.
+        reduced = upper.transpose(1, 2) if maps is None else maps @ upper.transpose(1, 2)
         with _single_thread(self.device):
-            ortho, upper = torch.linalg.qr(codes)  # U [C, n, kz], R [C, kz, r]
-            # M' = M Rᵀ ([C, d, kz]): H = Z Mᵀ = U M'ᵀ.
-            reduced = upper.transpose(1, 2) if maps is None else maps @ upper.transpose(1, 2)
             self.kz = kz = ortho.shape[2]
             self.ortho = ortho
             # [M' | Q]: the exact scores project candidate atoms on both in one product.
