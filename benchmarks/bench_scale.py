@@ -3,6 +3,7 @@
     python benchmarks/bench_scale.py            # everything (~25 min on 2 busy cores)
     python benchmarks/bench_scale.py --quick    # smaller subsets of the same measurements
     python benchmarks/bench_scale.py --only paper_somp memory_scaling
+    python benchmarks/bench_scale.py --only explain_memory --model gemma-3-270m-q4_k_m.gguf
 
 Prints progress, then as its last lines one ``name=value`` per line. Each measurement is a
 function in ``MEASUREMENTS`` that returns its lines; the ratios are measured side by side
@@ -20,6 +21,9 @@ with, and the faster of the two is used, which makes the floor as low as it can 
 * ``memory_scaling``: peak memory above the inputs while SOMP runs on a Gemma-3-sized
   dictionary (262,144 × 640, heads of 256), in a fresh process per setting, for two
   block sizes and two head counts at a fixed chunk of 2 heads.
+* ``explain_memory`` (only with ``--model``, e.g. the Gemma-3-270M GGUF of
+  docs/performance.md): peak memory of ``explain_heads`` on 10 heads above the loaded model
+  (weights paged in) and its activations, in a fresh process.
 """
 
 from __future__ import annotations
@@ -127,14 +131,9 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * 4096
 
 
-def memory_probe(block: int, n_heads: int) -> float:
-    """Peak RSS above the inputs (MiB) while SOMP runs on a Gemma-3-sized problem."""
-    from test_pursuit_scale import realistic_dictionary, realistic_heads
-
-    dictionary = realistic_dictionary(262144, 640, seed=0)
-    codes, maps = realistic_heads(n_heads, 256, 256, dictionary, seed=0)
-    baseline = _rss_bytes()
-    peak = baseline
+def _peak_while(run: Callable[[], object]) -> int:
+    """The largest RSS (bytes) seen every 5 ms while ``run()`` runs."""
+    peak = _rss_bytes()
     done = threading.Event()
 
     def watch() -> None:
@@ -145,9 +144,24 @@ def memory_probe(block: int, n_heads: int) -> float:
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    somp_factored(codes, maps, dictionary, 3, heads_per_chunk=2, vocab_block=block)
-    done.set()
-    watcher.join()
+    try:
+        run()
+    finally:
+        done.set()
+        watcher.join()
+    return max(peak, _rss_bytes())
+
+
+def memory_probe(block: int, n_heads: int) -> float:
+    """Peak RSS above the inputs (MiB) while SOMP runs on a Gemma-3-sized problem."""
+    from test_pursuit_scale import realistic_dictionary, realistic_heads
+
+    dictionary = realistic_dictionary(262144, 640, seed=0)
+    codes, maps = realistic_heads(n_heads, 256, 256, dictionary, seed=0)
+    baseline = _rss_bytes()
+    peak = _peak_while(
+        lambda: somp_factored(codes, maps, dictionary, 3, heads_per_chunk=2, vocab_block=block)
+    )
     return (peak - baseline) / 2**20
 
 
@@ -170,11 +184,48 @@ def memory_scaling(args: argparse.Namespace) -> dict[str, object]:
     return results
 
 
+def explain_probe(model: str, n_samples: int) -> dict[str, float]:
+    """Peak RSS (MiB) of explain_heads on 10 heads, above the model and its activations."""
+    from bench_core import benchmark_prompts
+    from headpursuit import AttentionSites, Head, capture, load_model
+    from headpursuit.explain import explain_heads
+
+    loaded = load_model(model)
+    sites = AttentionSites(loaded.model)
+    acts = capture(loaded, benchmark_prompts(n_samples), chat=False, max_length=64, progress=False)
+    with torch.no_grad():  # page every weight in, so that the baseline holds the whole model
+        for param in loaded.model.parameters():
+            param.sum()
+    heads = [Head(l, h) for l in range(sites.n_layers) for h in range(sites.n_heads)]
+    heads = heads[:: max(1, len(heads) // 10)][:10]
+    baseline = _rss_bytes()
+    peak = _peak_while(lambda: explain_heads(acts, sites, loaded.tokenizer, heads, n_atoms=10))
+    return {"baseline_mb": baseline / 2**20, "extra_mb": (peak - baseline) / 2**20}
+
+
+def explain_memory(args: argparse.Namespace) -> dict[str, object]:
+    if args.model is None:
+        return {}
+    print(f"explain memory: {args.model}", flush=True)
+    output = subprocess.run(
+        [sys.executable, __file__, "--explain-probe", args.model],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    probe = json.loads(output.strip().splitlines()[-1])
+    return {
+        "explain_model_and_activations_mb": f"{probe['baseline_mb']:.0f}",
+        "explain_extra_mb": f"{probe['extra_mb']:.0f}",
+    }
+
+
 # The lead adds capture_rss_ratio, two_process_identical and two_process_speedup here.
 MEASUREMENTS: list[Callable[[argparse.Namespace], dict[str, object]]] = [
     paper_somp,
     smollm_somp,
     memory_scaling,
+    explain_memory,
 ]
 
 
@@ -183,10 +234,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller subsets")
     parser.add_argument("--atoms", type=int, default=10)
     parser.add_argument("--only", nargs="+", choices=[m.__name__ for m in MEASUREMENTS])
+    parser.add_argument("--model", help="a model for explain_memory (e.g. a .gguf file)")
     parser.add_argument("--memory-probe", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--explain-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
         print(json.dumps(memory_probe(*args.memory_probe)))
+        return
+    if args.explain_probe:
+        print(json.dumps(explain_probe(args.explain_probe, 64)))
         return
     torch.manual_seed(0)
     results: dict[str, object] = {}

@@ -416,7 +416,8 @@ class _ChunkPursuit:
         cache = _CACHE_BYTES if self.device.type == "cpu" else 16 * _CACHE_BYTES
         self.rows_initial = vocab_block or max(256, cache // (4 * chunk * kz))
         self.rows_step = vocab_block or cache // (4 * 4096)
-        ortho, upper = torch.linalg.qr(codes)  # U [C, n, kz], R [C, kz, r]
+        with _single_thread(self.device):  # torch's batched CPU QR crawls on two threads
+            ortho, upper = torch.linalg.qr(codes)  # U [C, n, kz], R [C, kz, r]
         # M' = M Rᵀ ([C, d, kz]): H = Z Mᵀ = U M'ᵀ.
         reduced = upper.transpose(1, 2) if maps is None else maps @ upper.transpose(1, 2)
         with _single_thread(self.device):
