@@ -64,7 +64,8 @@ class SOMPResult:
         evr: ``[B, k]`` explained variance ratio after each step (float64).
         coefficients: ``[B, n, k]`` least-squares coefficients on the final support, in
             support order, for the (centred, if ``center``) signals and the normalised atoms.
-        n_exact_scores: how many exact ℓ1 scores were computed (diagnostic).
+        n_exact_scores: how many ℓ1 scores were computed (diagnostic; in float32 with a
+            certified error, and again in float64 for the few that could win).
     """
 
     support: torch.Tensor
@@ -168,7 +169,10 @@ def somp_factored(
         raise ValueError(
             f"n_atoms must be between 1 and the dictionary size {vocab}, got {n_atoms}."
         )
-    for name, value in (("heads_per_chunk", heads_per_chunk), ("vocab_block", vocab_block)):
+    for name, value in (
+        ("heads_per_chunk", heads_per_chunk),
+        ("vocab_block", vocab_block),
+    ):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be a positive integer or None, got {value}.")
     if not dictionary.is_floating_point():
@@ -210,7 +214,7 @@ def somp_factored(
             support[start:stop] = pursuit.selected.to(codes.device)
             evr[start:stop] = pursuit.evr.to(codes.device)
             coefficients[start:stop] = pursuit.coefficients().to(codes.device)
-            n_exact += pursuit.n_exact
+            n_exact += pursuit.n_screened
             bar.update(stop - start)
     bar.close()
     return SOMPResult(support, evr, coefficients, n_exact)
@@ -244,6 +248,15 @@ def _split_matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _split_bmm(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Batched :func:`_split_matmul`: ``left [A, m, K] @ right [A, K, c]``."""
+    inner = left.shape[2]
+    out = left[:, :, :_K_BLOCK] @ right[:, :_K_BLOCK]
+    for first in range(_K_BLOCK, inner, _K_BLOCK):
+        out += left[:, :, first : first + _K_BLOCK] @ right[:, first : first + _K_BLOCK]
+    return out
+
+
 def _product_terms(inner: int) -> int:
     """Roundings per term of a :func:`_split_matmul` product over ``inner`` terms."""
     return min(inner, _K_BLOCK) + -(-inner // _K_BLOCK) - 1
@@ -273,7 +286,11 @@ def _ieee_float32_matmul() -> Iterator[None]:
 
 
 def _over_blocks(
-    device: torch.device, total: int, rows: int, work: Callable[[int, int], None], threads: int
+    device: torch.device,
+    total: int,
+    rows: int,
+    work: Callable[[int, int], None],
+    threads: int,
 ) -> None:
     """Call ``work(start, stop)`` on blocks of ``rows`` rows covering ``range(total)``.
 
@@ -426,7 +443,13 @@ class _ChunkPursuit:
             # [M' | Q]: the exact scores project candidate atoms on both in one product.
             self.basis = torch.zeros(chunk, width, kz + n_atoms, dtype=f64, device=self.device)
             self.basis[:, :, :kz] = reduced
-            self.reduced32 = reduced.float()  # [C, d, kz]
+            self.basis32 = self.basis.float()  # its float32 copy, for the screening scores
+            self.reduced32 = self.basis32[:, :, :kz]  # [C, d, kz]
+            self.ortho32 = ortho.float()
+            # Weights of the screening scores' error bound (see _screen_scores):
+            # ν = column ℓ1 norms of |U32| and ω = |M'| ν, float64.
+            self.nu = self.ortho32.double().abs().sum(1) * (1 + _gamma(n, _U64))  # [C, kz]
+            self.omega = (reduced.abs() @ self.nu[..., None])[..., 0] * (1 + _gamma(kz, _U64))
             self.head_images = torch.zeros(chunk, kz, n_atoms, dtype=f64, device=self.device)
             self.total = reduced.square().sum((1, 2))  # ‖H‖²_F = ‖U M'ᵀ‖²_F = ‖M'‖²_F
             frob = self.total.sqrt()  # ‖M'‖_F ≥ ‖M'‖₂ ≥ ‖y_j‖ / ‖d_j‖
@@ -459,7 +482,8 @@ class _ChunkPursuit:
             self.evr = torch.zeros(chunk, n_atoms, dtype=f64, device=self.device)
             self.explained = torch.zeros(chunk, dtype=f64, device=self.device)
         self.steps = 0
-        self.n_exact = 0
+        self.n_exact = 0  # float64 scores
+        self.n_screened = 0  # certified float32 scores
 
     # --- the streamed products ------------------------------------------------------------
 
@@ -579,46 +603,138 @@ class _ChunkPursuit:
         self.n_exact += index.numel()
         return scores
 
+    def _screen_scores(
+        self, heads: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 ℓ1 scores of atoms ``index [A, m]`` for ``heads [A]``, with certified
+        float64 intervals ``(lower, upper)`` (each ``[A, m]``) around the exact scores.
+
+        The score is ``Ŝ = Σ_i |ĉ_i|`` with ``ĉ = U (ŷ_M − B p̂)`` and ``[ŷ_M, p̂] = [M', Q]ᵀ d``
+        from the float32 split product (γ_P per term, as in the bounds). Following every
+        rounding, ``|Ŝ − S| ≤ E`` with
+        ``E = γ_{n+1} Ŝ + γ_{kz+3} ν·|ŷ| + (1 + u)(γ_P ω·|d| + γ_P Σβ + γ_{t+3} β·|p̂|)``,
+        where ``ν = Σ_i |U_i|``, ``ω = |M'| ν``, ``β = |B|ᵀ ν``, and the non-negative sums
+        in E, themselves in float32, are inflated by ``γ_{max(d, n)+2}``.
+        """
+        kz, t = self.kz, self.steps
+        whole = heads.numel() == self.chunk
+        pick = (lambda tensor: tensor) if whole else (lambda tensor: tensor[heads])
+        basis = pick(self.basis32)[:, :, : kz + t]
+        ortho_t = pick(self.ortho32).transpose(1, 2)
+        nu = pick(self.nu).float()[..., None]  # float32 of a ≥ 0 float64 is within u
+        omega = pick(self.omega).float()[..., None]
+        images = beta = beta_sum = None
+        if t:
+            b64 = pick(self.head_images)[:, :, :t]  # B [A, kz, t]
+            images = b64.float().transpose(1, 2)  # Bᵀ [A, t, kz]
+            beta64 = (b64.abs().transpose(1, 2) @ pick(self.nu)[..., None])[..., 0]  # [A, t]
+            beta, beta_sum = beta64.float()[..., None], beta64.sum(1)[:, None]
+        count, width = index.shape
+        atoms = self.atoms
+        g_p = atoms.product_gamma
+        sums = 1 + _gamma(max(atoms.width, self.n) + 2, _U32) + 2 * _U32
+        lower = torch.empty(count, width, dtype=torch.float64, device=self.device)
+        upper = torch.empty_like(lower)
+
+        def score(first_head: int, last_head: int) -> None:
+            rows = slice(first_head, last_head)
+            per_column = (last_head - first_head) * max(atoms.width, self.n)
+            step = max(1, _SCORE_BUDGET // per_column)
+            for first in range(0, width, step):
+                columns = slice(first, first + step)
+                ids = index[rows, columns]
+                raw = atoms.rows[ids].float()  # [a, w, d]
+                projected = _split_bmm(raw, basis[rows])  # [a, w, kz + t]
+                spread = (raw.abs_() @ omega[rows])[..., 0]  # ω·|row|
+                if atoms.normalize:
+                    scale = atoms.inverse32[ids]
+                    projected.mul_(scale[..., None])
+                    spread.mul_(scale)
+                coords = projected[..., :kz]
+                if images is not None:  # y = M'ᵀd − B (Qᵀd)
+                    coords = coords - projected[..., kz:] @ images[rows]
+                value = torch.linalg.vector_norm(coords @ ortho_t[rows], ord=1, dim=-1)
+                value = value.double()
+                error = _gamma(self.n + 1, _U32) * value
+                error += _gamma(kz + 3, _U32) * sums * (coords.abs() @ nu[rows])[..., 0].double()
+                slack = g_p * spread.double()
+                if images is not None:
+                    projections = projected[..., kz:].abs() @ beta[rows]
+                    slack += (
+                        g_p * beta_sum[rows] + _gamma(t + 3, _U32) * projections[..., 0].double()
+                    )
+                error += (1 + _U32) * sums * slack
+                error *= 1 + 1e-6  # products of γ's (second-order terms)
+                lower[rows, columns] = value - error
+                upper[rows, columns] = value + error
+
+        _over_blocks(self.device, count, -(-count // self.threads), score, self.threads)
+        self.n_screened += index.numel()
+        return lower, upper
+
+    def _exact_pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Float64 scores of the (head, atom) pairs ``rows [N]``, ``cols [N]`` (``[N]``)."""
+        order = torch.argsort(rows, stable=True)
+        rows, cols = rows[order], cols[order]
+        heads, counts = torch.unique_consecutive(rows, return_counts=True)
+        firsts = torch.cumsum(counts, 0) - counts
+        slot = torch.repeat_interleave(torch.arange(heads.numel(), device=self.device), counts)
+        position = torch.arange(rows.numel(), device=self.device) - firsts[slot]
+        padded = cols[firsts][:, None].repeat(1, int(counts.max()))  # pad with a real atom
+        padded[slot, position] = cols
+        scores = self._exact_scores(heads, padded)[slot, position]
+        return scores[torch.argsort(order)]
+
     def _select(self) -> torch.Tensor:
         """The next atom of every head: the argmax of the float64 exact scores.
 
-        Every atom whose bound reaches the best score found so far is scored, so no other
-        can beat it. Scores within ``_TIE`` (relative) of the best count as equal and the
-        lowest index wins, as ``argmax`` does for equal values: real vocabularies hold
-        duplicate rows, whose float64 scores may differ in the last bits when computed in
-        different batches.
+        Every atom whose bound reaches the best certified lower bound found so far gets a
+        float32 score with a certified interval (:meth:`_screen_scores`); every atom whose
+        interval reaches that lower bound gets a float64 score, and the best of those wins.
+        No other atom can beat it. Scores within ``_TIE`` (relative) of the best count as
+        equal and the lowest index wins, as ``argmax`` does for equal values: real
+        vocabularies hold duplicate rows, whose float64 scores may differ in the last bits
+        when computed in different batches.
         """
         chunk, vocab = self.chunk, self.atoms.vocab
         bound = self.bound  # consumed: scored atoms are set to −inf
-        best = torch.full((chunk,), -math.inf, dtype=torch.float64, device=self.device)
+        eps = self.eps_exact
+        # A lower bound on the best float64 score (our own evaluation's, hence − ε64).
+        floor = torch.full((chunk,), -math.inf, dtype=torch.float64, device=self.device)
         found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         active = torch.arange(chunk, device=self.device)
         size = min(_FIRST_BLOCK, vocab)
         while True:
             values, index = torch.topk(bound if active.numel() == chunk else bound[active], size)
-            values = values.double() * self.tri_factor  # ≥ the exact scores they bound
-            floor = best[active] - best[active].abs() * _TIE
+            values = values.double() * self.tri_factor  # ≥ the float64 scores they bound
+            cut = floor[active] - floor[active].abs() * _TIE
             # A prefix of each row (values are sorted); −inf marks selected or scored atoms.
-            needed = (values >= floor[:, None]) & (values > -math.inf)
+            needed = (values >= cut[:, None]) & (values > -math.inf)
             width = int(needed.sum(1).max())
             if width:
                 needed, index = needed[:, :width], index[:, :width]
-                scores = self._exact_scores(active, index)
+                lower, upper = self._screen_scores(active, index)
                 rows = active[:, None].expand(-1, width)[needed]
-                cols, scores = index[needed], scores[needed]
-                found.append((rows, cols, scores))
+                cols, lower, upper = index[needed], lower[needed], upper[needed]
+                found.append((rows, cols, upper + eps[rows]))
                 bound[rows, cols] = -math.inf
-                self.tri_bound[rows, cols] = (scores + 2 * self.eps_exact[rows]).float()
-                best.scatter_reduce_(0, rows, scores, "amax")
+                self.tri_bound[rows, cols] = (upper + 2 * eps[rows]).float()
+                floor.scatter_reduce_(0, rows, lower - eps[rows], "amax")
             if size >= vocab:
                 break
             # Unscored atoms outside this block have bounds ≤ its last value.
-            going = values[:, -1] >= best[active] - best[active].abs() * _TIE
+            going = values[:, -1] >= floor[active] - floor[active].abs() * _TIE
             active = active[going]
             if active.numel() == 0:
                 break
             size = min(2 * size, vocab)
-        rows, cols, scores = (torch.cat(parts) for parts in zip(*found, strict=True))
+        rows, cols, upper = (torch.cat(parts) for parts in zip(*found, strict=True))
+        contender = upper >= floor[rows] - floor[rows].abs() * _TIE
+        rows, cols = rows[contender], cols[contender]
+        scores = self._exact_pairs(rows, cols)
+        self.tri_bound[rows, cols] = (scores + 2 * eps[rows]).float()
+        best = torch.full((chunk,), -math.inf, dtype=torch.float64, device=self.device)
+        best.scatter_reduce_(0, rows, scores, "amax")
         near = scores >= best[rows] - best[rows].abs() * _TIE
         atom = torch.full((chunk,), vocab, dtype=torch.long, device=self.device)
         return atom.scatter_reduce_(0, rows[near], cols[near], "amin")
@@ -646,6 +762,7 @@ class _ChunkPursuit:
             cross -= (previous @ earlier)[..., 0].float()
         cross_error = 2 * _gamma(kz + 4, _U32) * self.frob * head_image.norm(dim=1)
         self.basis[:, :, kz + t] = direction
+        self.basis32[:, :, kz + t] = direction.float()
         self.head_images[:, :, t] = head_image
         alpha = head_image.square().sum(1)  # ‖H q‖² = ‖U b‖² = ‖b‖²
         l1 = (self.ortho @ head_image[..., None])[..., 0].abs().sum(1)  # ‖H q‖₁
