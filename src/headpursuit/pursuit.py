@@ -23,11 +23,12 @@ round-off) but never forms ``R Dᵀ``, and holds no ``[v, ·]`` tensor per head 
   ``D [q, ũ]`` for all the heads of a chunk is one GEMM per step.
 * A score computed exactly at an earlier step bounds it later by the triangle inequality:
   it moves by at most ``|q·d_j| ‖H q‖₁`` per step.
-* Each step computes, in float64, the exact score of every atom whose bound reaches the
-  best exact score found so far (in rounds of doubling size, best bound first); all other
-  atoms provably score lower. The float32 products that feed the bounds carry rigorous
-  round-off margins derived from d and the data (docs/method.md, "Why the choice is exact"),
-  so float32 round-off can make a bound looser but never too low, and never picks an atom.
+* Each step scores every atom whose bound reaches the best score found so far (in rounds
+  of doubling size, best bound first): in float32 with a certified error interval, then in
+  float64 for the few whose interval reaches the best lower bound; all other atoms
+  provably score lower. The float32 bounds and intervals carry rigorous round-off margins
+  derived from d and the data (docs/method.md, "Why the choice is exact"), so float32
+  round-off can make them looser but never wrong, and never picks an atom.
 """
 
 from __future__ import annotations
