@@ -36,6 +36,7 @@ def head_somp(
     center: bool = True,
     heads: Sequence[HeadLike] | None = None,
     progress: bool = False,
+    device: torch.device | str | None = None,
 ) -> SOMPResult:
     """SOMP on every head's (or the given heads') contributions, computed in head space.
 
@@ -51,8 +52,11 @@ def head_somp(
     Args:
         activations: pooled ``z`` of shape ``[n, n_layers, n_heads, head_dim]``, in memory
             or on disk.
-        dictionary: ``[v, d_model]`` atoms (e.g. rows of the unembedding).
+        dictionary: ``[v, d_model]`` atoms (e.g. rows of the unembedding), any float dtype.
         heads: the heads (default: all, layer-major).
+        device: where SOMP runs (default: the device of the model's output embeddings,
+            e.g. CUDA for a model on the GPU; under a launcher, each process's own GPU).
+            Results come back on the CPU.
 
     Returns:
         :class:`SOMPResult` with one row per head, in ``heads`` order.
@@ -65,6 +69,11 @@ def head_somp(
     else:
         chosen = as_heads(heads)
         check_heads(chosen, sites.n_layers, sites.n_heads)
+    if device is None:
+        embeddings = sites.model.get_output_embeddings()
+        device = next(
+            iter(embeddings.parameters() if embeddings else sites.model.parameters())
+        ).device
     current = distributed.world()
     block = distributed.block(len(chosen), current.rank, current.size)
     mine = chosen[block.start : block.stop]
@@ -83,6 +92,7 @@ def head_somp(
                 n_atoms,
                 center=center,
                 progress=progress and current.is_main,
+                device=device,
             )
         )
     if current.size > 1:
