@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from conftest import ARCHITECTURE_NAMES, random_images, random_prompts, tiny_model
-from headpursuit import Activations, ArtifactError, AttentionSites, InputError, capture
+from headpursuit import (
+    Activations,
+    ArtifactError,
+    AttentionSites,
+    InputError,
+    capture,
+    image_token_id,
+)
 
 
 def _pooled_module_outputs(loaded, prompts, images, pooling):
@@ -32,13 +39,13 @@ def _pooled_module_outputs(loaded, prompts, images, pooling):
                 loaded.model(**inputs)
             ids = inputs["input_ids"][0]
             if pooling == "image":
-                mask = ids == loaded.model.config.image_token_id
+                mask = ids == image_token_id(loaded)
             elif pooling == "last":
                 mask = torch.arange(len(ids)) == len(ids) - 1
             else:
                 mask = torch.ones(len(ids), dtype=torch.bool)
-            for layer, out in current.items():
-                outputs[row, layer] = out[mask].mean(0)
+            for layer, out in current.items():  # what the residual stream receives: c * out
+                outputs[row, layer] = sites.residual_scale(layer) * out[mask].mean(0)
     finally:
         for handle in handles:
             handle.remove()

@@ -4,6 +4,7 @@ notebook-facing API of explain/report (DataFrames, figures)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -17,7 +18,14 @@ from headpursuit import Activations, Head, HeadRanking, InputError, read_prompts
 from headpursuit.cli import app
 from headpursuit.models import loading
 from headpursuit.ranking.explain import Explanation, HeadExplanation
-from headpursuit.report import build_report, evr_heatmap, jaccard_heatmap, jaccard_table
+from headpursuit.report import (
+    build_report,
+    evr_heatmap,
+    figure_png,
+    jaccard_heatmap,
+    jaccard_table,
+    report_figures,
+)
 from headpursuit.steering.comparison import SteeringRun
 
 PROMPTS = [
@@ -175,11 +183,13 @@ def test_report_is_self_contained(pipeline):
     result = invoke("report", *[root / a for a in artifacts], "--out", out, "--top-k", 5)
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert text.count("data:image/png;base64,") == 3  # two heatmaps + the Jaccard overlap
-    assert "http://" not in text and "https://" not in text
-    assert "Steering examples" in text and "logit_lens_tokens" in text
-    pngs = sorted(p.name for p in out.parent.glob("*.png"))
-    assert pngs == ["report_evr_0_colors.png", "report_evr_1_countries.png", "report_jaccard.png"]
+    assert not re.search(r"""(src|href)\s*=\s*['"]?\s*(https?:)?//""", text)  # nothing fetched
+    assert "Steering examples" in text and "Heads explained" in text and "L29H7" in text
+    stems = ["heads_0_colors_evr", "heads_1_countries_specificity", "jaccard",
+             "explanation_0", "steering_0_heads"]  # fmt: skip
+    for suffix in ("png", "svg"):
+        found = sorted(p.name for p in out.parent.glob(f"*.{suffix}"))
+        assert found == sorted(f"report_{stem}.{suffix}" for stem in stems)
 
 
 @pytest.mark.slow
@@ -308,7 +318,7 @@ def test_ctrl_c_exits_130_without_a_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loading, "load_model", interrupted)
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("hello\n")
+    prompts.write_text("hello\nworld\n")
     out = tmp_path / "acts.safetensors"
     result = invoke("capture", "--prompts", prompts, "--out", out)
     line = assert_user_error(result, code=130)
@@ -352,10 +362,11 @@ def test_report_functions_return_figures_and_frames():
     )  # fmt: skip
     frame = explanation.to_frame()
     assert frame.loc[0, "somp_tokens"] == "red, blue" and frame.loc[0, "evr"] == 0.3
-    text, figures = build_report([first, second, explanation], top_k=3)
-    assert [f.name for f in figures] == ["evr_0_a", "evr_1_b", "jaccard"]
-    assert all(f.png.startswith(b"\x89PNG") for f in figures)
-    assert "red, blue" in text
+    text = build_report([first, second, explanation], top_k=3)
+    assert "<span class='hp-tok'>red</span>" in text and "<span class='hp-tok'>blue</span>" in text
+    figures = report_figures([first, second, explanation], top_k=3)
+    assert list(figures) == ["heads_0_a_evr", "heads_1_b_evr", "jaccard", "explanation_0"]
+    assert all(figure_png(f).startswith(b"\x89PNG") for f in figures.values())
 
 
 def test_dataset_source_without_datasets_package_is_a_clear_error(monkeypatch, tmp_path):

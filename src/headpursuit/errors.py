@@ -5,6 +5,9 @@ message as one line and exits with status 2. Anything else that escapes is a bug
 headpursuit (or in a library under it): the command line prints the traceback, asks for a
 report, and exits with status 1. :class:`UserError` derives from ``ValueError`` so that
 API callers who catch ``ValueError`` keep working.
+
+:class:`Terminated` is neither: the command line raises it in the main thread when the
+process receives SIGTERM, so that the same cleanup runs as for Ctrl-C (``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
@@ -31,8 +34,29 @@ class ModelLoadError(UserError):
 
 
 class UnsupportedArchitectureError(UserError):
-    """The model's attention heads cannot be located or split exactly."""
+    """headpursuit cannot give exact per-head contributions for this model.
+
+    ``reason`` is a one-line summary (used in the architecture table); the message also
+    says what was checked and how to register an override.
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class DegenerateDataError(UserError):
     """The data cannot give a meaningful result (e.g. fewer than two distinct samples)."""
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (see :func:`raise_terminated`).
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that ``except Exception`` blocks do
+    not swallow it and every ``finally`` / ``except BaseException`` cleanup runs.
+    """
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A signal handler that turns SIGTERM into :class:`Terminated`."""
+    raise Terminated()

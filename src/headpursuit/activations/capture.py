@@ -52,8 +52,9 @@ class _PoolingHooks:
 
     def _hook(self, layer: int):
         eps = self.sites.post_norm_eps(layer)
-        has_post_norm = self.sites.layers[layer].post_norm is not None
-        n_heads, head_dim = self.sites.n_heads, self.sites.head_dim
+        site = self.sites.layers[layer]
+        has_post_norm = site.post_norm is not None
+        n_heads, head_dim = site.n_heads, site.head_dim  # this layer's; the grid is padded
 
         def hook(module, args, output):
             z = args[0]
@@ -62,7 +63,9 @@ class _PoolingHooks:
                 scale = torch.rsqrt(output.float().pow(2).mean(-1) + eps)  # [B, T]
                 weights = weights * scale
             pooled = torch.einsum("bt,btf->bf", weights, z.float())
-            self.out[self.rows, layer] = pooled.view(-1, n_heads, head_dim).cpu()
+            self.out[self.rows, layer, :n_heads, :head_dim] = pooled.view(
+                -1, n_heads, head_dim
+            ).cpu()
 
         return hook
 
@@ -156,10 +159,13 @@ def encode_batch(
             raise InputError(
                 f"{loaded.model_id!r} is not a vision-language model; drop the images."
             )
-        batch = dict(loaded.processor(images=images, text=texts, padding=True, return_tensors="pt"))
+        # One list of images per prompt: the form every image-text processor accepts
+        # (Gemma-3's and Idefics3's refuse a flat list for a batch of prompts).
+        nested = [[image] for image in images]
+        batch = dict(loaded.processor(images=nested, text=texts, padding=True, return_tensors="pt"))
         ids = batch["input_ids"]
         special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=ids.dtype)
-        image_id = image_token_id(loaded.model)
+        image_id = image_token_id(loaded)
         special = torch.isin(ids, special_ids)
         if image_id is not None:
             special &= ids != image_id
@@ -225,7 +231,7 @@ def capture(
     wrapped = chat and has_chat_template(loaded.tokenizer)
     n = len(texts)
     out = torch.zeros(n, sites.n_layers, sites.n_heads, sites.head_dim)
-    image_token = image_token_id(model)
+    image_token = image_token_id(loaded)
 
     # Text-only batches are sorted by length so that little compute goes into padding.
     if images is None and masks is None:

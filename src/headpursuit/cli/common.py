@@ -4,8 +4,9 @@ The error contract, as the tests check it:
 
 * a user error (:class:`~headpursuit.errors.UserError`, or a bad option value) prints one
   line, ``Error: ...``, on stderr and exits with status 2, before any long work;
-* Ctrl-C (SIGINT) or SIGTERM prints one line and exits with status 130 or 143; files
-  are written atomically, so no partial file or temporary file of ours is left;
+* Ctrl-C (SIGINT) or SIGTERM prints one line and exits with status 130 or 143, at any
+  moment from start-up on; files are written atomically, so no partial file or temporary
+  file of ours is left (after SIGKILL, the next write into that folder removes it);
 * anything else is a bug: the traceback is printed with a request to report it, and
   the exit status is 1.
 """
@@ -24,7 +25,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from ..errors import UserError
+from ..errors import Terminated, UserError, raise_terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,14 +33,6 @@ EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
-
-
-class Terminated(BaseException):
-    """Raised in the main thread when the process receives SIGTERM."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
 
 
 def one_line(error: BaseException) -> str:
@@ -52,14 +45,17 @@ class OneLineErrorsGroup(TyperGroup):
     """A command group whose usage errors (bad option values, unknown options) are one line."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
         except typer.Exit as exit_:
             result = exit_.exit_code
-        except typer.Abort:
+        except (typer.Abort, KeyboardInterrupt):
             typer.echo("Interrupted.", err=True)
             result = EXIT_INTERRUPTED
+        except Terminated:
+            typer.echo("Terminated.", err=True)
+            result = EXIT_TERMINATED
         except typer.TyperException as error:  # usage errors: bad or unknown options
             if type(error).__name__ == "NoArgsIsHelpError":  # bare `headpursuit`: the help
                 typer.echo(error.format_message())
@@ -198,6 +194,58 @@ def parse_window(text: str | None) -> tuple[int, int] | None:
 def parse_list(text: str) -> list[str]:
     """``"a, b,c"`` -> ``["a", "b", "c"]``."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_numbers(
+    text: str,
+    option: str,
+    *,
+    integer: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> list[Any]:
+    """``"1, 2.5"`` -> ``[1.0, 2.5]`` (``integer``: ints), each finite and in range.
+
+    Raises :class:`~headpursuit.errors.InputError` naming ``option`` for an empty list, a
+    part that is not a number, or one out of range.
+    """
+    import math
+
+    from ..errors import InputError
+
+    kind = "whole number" if integer else "number"
+    values: list[Any] = []
+    for part in parse_list(text):
+        try:
+            value = int(part) if integer else float(part)
+        except ValueError:
+            raise InputError(
+                f"{option} takes comma-separated {kind}s, got {part!r} in {text!r}."
+            ) from None
+        if not math.isfinite(value):
+            raise InputError(f"{option} values must be finite, got {part!r}.")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            low = "" if minimum is None else f" at least {minimum:g}"
+            high = "" if maximum is None else f" at most {maximum:g}"
+            both = " and" if low and high else ""
+            raise InputError(f"{option} values must be{low}{both}{high}, got {part!r}.")
+        values.append(value)
+    if not values:
+        raise InputError(f"{option} is empty; give comma-separated {kind}s.")
+    return values
+
+
+def parse_interventions(text: str, option: str = "--alphas") -> list[str]:
+    """``"-1, mean"`` -> ``["-1", "mean"]``: each a finite α or ``mean``, checked now."""
+    from ..errors import InputError
+
+    parts = parse_list(text)
+    numbers = [p for p in parts if p.lower() not in ("mean", "mean-ablation", "mean_ablation")]
+    if numbers:
+        parse_numbers(",".join(numbers), option)
+    if not parts:
+        raise InputError(f"{option} is empty; give comma-separated α values or 'mean'.")
+    return parts
 
 
 def existing_file(path: Path, what: str) -> Path:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import InputError
-from .common import app, handle_errors, load
+from .common import app, handle_errors, load, parse_interventions, parse_numbers
 
 ModelOpt = Annotated[
     str | None, typer.Option(help="Model directory, hub id or GGUF (default: embedded).")
@@ -17,17 +17,13 @@ PercentsOpt = Annotated[str, typer.Option(help="k as % of all heads, comma-separ
 KsOpt = Annotated[str | None, typer.Option(help="Explicit head counts (overrides --percents).")]
 MethodOpt = Annotated[str, typer.Option(help="Head selection: evr, specificity or logit_lens.")]
 WindowOpt = Annotated[str | None, typer.Option(help="Layer window MIN:MAX for selection.")]
-SeedsOpt = Annotated[int, typer.Option(help="Matched random control seeds.")]
+SeedsOpt = Annotated[int, typer.Option(min=0, help="Matched random control seeds.")]
 ConceptArg = Annotated[str, typer.Argument(help="Built-in concept, 'profanity' or a file.")]
 PromptsOpt = Annotated[
     Path | None, typer.Option(help="Prompts: RealToxicityPrompts JSONL or text.")
 ]
-TokensOpt = Annotated[int, typer.Option(help="Tokens generated per prompt.")]
+TokensOpt = Annotated[int, typer.Option(min=1, help="Tokens generated per prompt.")]
 OutputOpt = Annotated[Path, typer.Option(help="Results JSON.")]
-
-
-def _parse_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _parse_window(text: str | None) -> tuple[int, int] | None:
@@ -43,14 +39,24 @@ def _parse_window(text: str | None) -> tuple[int, int] | None:
 def _selection(
     percents: str, ks: str | None, method: str, window: str | None, seeds: int
 ) -> dict[str, Any]:
-    """The head-selection keyword arguments shared by every task."""
+    """The head-selection keyword arguments shared by every task, checked before any work."""
+    from ..evaluation.language.selection import METHODS
+
+    if method not in METHODS:
+        raise InputError(f"Unknown --method {method!r}; choose one of {', '.join(METHODS)}.")
     return dict(
-        percents=[float(p) for p in _parse_list(percents)],
-        ks=[int(x) for x in _parse_list(ks)] if ks else None,
+        percents=parse_numbers(percents, "--percents", minimum=1e-9, maximum=100),
+        ks=parse_numbers(ks, "--ks", integer=True, minimum=1) if ks else None,
         method=method,
         window=_parse_window(window),
         control_seeds=list(range(seeds)),
     )
+
+
+def _check_output(output: Path) -> None:
+    from ..io import check_writable
+
+    check_writable(output, what="results file")
 
 
 def _print(result, output: Path) -> None:
@@ -77,21 +83,24 @@ def qa(
         Path | None, typer.Option(help="TriviaQA-style JSON/JSONL questions.")
     ] = None,
     max_questions: Annotated[
-        int | None, typer.Option(help="At most this many target/non-target.")
+        int | None, typer.Option(min=1, help="At most this many target/non-target.")
     ] = None,
     output: OutputOpt = Path("results/qa.json"),
 ) -> None:
     """Country QA: target (country answers) vs non-target F1 under head interventions."""
     from ..evaluation.language.qa import run_qa
 
+    selection = _selection(percents, ks, method, window, seeds)
+    interventions = parse_interventions(alphas)
+    _check_output(output)
     result = run_qa(
         load(model),
-        interventions=_parse_list(alphas),
+        interventions=interventions,
         triviaqa=triviaqa,
         max_questions=max_questions,
         output=output,
         log=typer.echo,
-        **_selection(percents, ks, method, window, seeds),
+        **selection,
     )
     _print(result, output)
 
@@ -115,16 +124,19 @@ def wordfreq(
     """Held-out concept-word frequency after suppressing the concept's heads."""
     from ..evaluation.language.wordfreq import run_wordfreq
 
+    selection = _selection(percents, ks, method, window, seeds)
+    interventions = parse_interventions(alphas)
+    _check_output(output)
     result = run_wordfreq(
         load(model),
         concept,
         prompts=prompts,
-        interventions=_parse_list(alphas),
+        interventions=interventions,
         max_new_tokens=max_new_tokens,
         fluency=fluency,
         output=output,
         log=typer.echo,
-        **_selection(percents, ks, method, window, seeds),
+        **selection,
     )
     _print(result, output)
 
@@ -147,14 +159,17 @@ def amplify(
     """Concept-word frequency and perplexity after amplifying the concept's heads."""
     from ..evaluation.language.amplify import run_amplify
 
+    selection = _selection(percents, ks, method, window, seeds)
+    factors = parse_interventions(alphas)
+    _check_output(output)
     result = run_amplify(
         load(model),
         concept,
         prompts=prompts,
-        alphas=_parse_list(alphas),
+        alphas=factors,
         max_new_tokens=max_new_tokens,
         output=output,
         log=typer.echo,
-        **_selection(percents, ks, method, window, seeds),
+        **selection,
     )
     _print(result, output)

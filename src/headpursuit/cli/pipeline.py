@@ -57,11 +57,19 @@ Pooling = typer.Option(
 
 
 def _choose_heads(
-    heads: list[str] | None, ranking_path: Path | None, top_k: int, fingerprint: str | None
+    heads: list[str] | None,
+    ranking_path: Path | None,
+    top_k: int,
+    fingerprint: str | None,
+    shape: tuple[int, int] | None = None,
 ):
-    """Heads from --head and/or the top-k of a ranking file, checked against the model."""
+    """Heads from --head and/or the top-k of a ranking file, checked against the model.
+
+    ``fingerprint`` and ``shape`` (layers, heads) describe the model when known: the
+    ranking must come from it and every head must lie inside it.
+    """
     from ..errors import ArtifactError, InputError
-    from ..heads import as_heads
+    from ..heads import as_heads, check_heads
     from ..ranking.head_ranking import HeadRanking
 
     chosen = as_heads(heads or [])
@@ -69,14 +77,21 @@ def _choose_heads(
     if not chosen and ranking_path is None:
         raise InputError("No heads given: use --head L12H3 (repeatable) or --ranking FILE.")
     if ranking_path is not None:
-        ranking = HeadRanking.load(ranking_path)
+        ranking = HeadRanking.load(existing_file(ranking_path, "ranking file"))
         if fingerprint is not None and ranking.fingerprint != fingerprint:
             raise ArtifactError(
                 f"{ranking_path} ranks heads of {ranking.model_id!r} (weights "
                 f"{ranking.fingerprint}), not of this model (weights {fingerprint})."
             )
+        if shape is not None and ranking.shape != shape:
+            raise ArtifactError(
+                f"{ranking_path} ranks a model of {ranking.shape[0]} layers x "
+                f"{ranking.shape[1]} heads, not this one ({shape[0]} x {shape[1]})."
+            )
         chosen += ranking.top(top_k)
         source = f"top {top_k} of {ranking.concept} ({ranking.criterion})"
+    if shape is not None:
+        check_heads(chosen, *shape)
     return list(dict.fromkeys(chosen)), source
 
 
@@ -101,6 +116,39 @@ def _dropped_summary(dropped: dict[str, str], shown: int = 8) -> str:
         more = f", ... ({len(words) - shown} more)" if len(words) > shown else ""
         parts.append(f"{len(words)} with {reason}: {', '.join(words[:shown])}{more}")
     return "Dropped words: " + "; ".join(parts)
+
+
+def _warn(message: str) -> None:
+    """A warning: the result is valid but weaker than it looks (one line on stderr)."""
+    typer.echo(f"Warning: {' '.join(message.split())}", err=True)
+
+
+def _check_prompt_set(texts: list[str]) -> None:
+    """Refuse fewer than two distinct prompts (nothing to rank); warn about duplicates."""
+    from collections import Counter
+
+    from ..errors import DegenerateDataError
+
+    counts = Counter(texts)
+    if len(counts) < 2:
+        raise DegenerateDataError(
+            f"{len(texts)} prompt(s) but only {len(counts)} distinct: ranking and explaining "
+            "heads centre their outputs over the prompts, so they need at least two "
+            "distinct prompts. Add prompts."
+        )
+    repeated = {text: n for text, n in counts.items() if n > 1}
+    if repeated:
+        first = next(iter(repeated))
+        _warn(
+            f"{sum(repeated.values()) - len(repeated)} duplicate prompt(s) (e.g. {first[:40]!r} "
+            f"x{repeated[first]}); each copy weighs in the SOMP like another prompt."
+        )
+
+
+def _constant_heads_note(constant: list) -> str:
+    shown = ", ".join(str(h) for h in constant[:6])
+    more = f" and {len(constant) - 6} more" if len(constant) > 6 else ""
+    return f"{len(constant)} head(s) ({shown}{more})"
 
 
 def _set_threads(threads: int) -> None:
@@ -148,9 +196,11 @@ def capture(
 
     Example: headpursuit capture --prompts questions.txt --out activations.safetensors
     """
+    import torch
+
     from ..activations.capture import capture as run_capture
     from ..activations.prompts import read_prompts
-    from ..errors import InputError
+    from ..errors import DegenerateDataError, InputError
     from ..io import check_writable
 
     if pooling not in POOLINGS:
@@ -158,7 +208,13 @@ def capture(
     check_model_options(device, device_map)
     check_writable(out, what="activations file")
     texts = read_prompts(prompts, column=column, split=split, limit=limit)
+    _check_prompt_set(texts)
     loaded = load(model, dtype, device, device_map)
+    if pooling in ("image", "text") and not loaded.is_vlm:
+        raise InputError(
+            f"--pooling {pooling} needs a vision-language model; {loaded.model_id!r} is a "
+            "language model. Use --pooling mean, all or last."
+        )
     acts = run_capture(
         loaded,
         texts,
@@ -168,6 +224,11 @@ def capture(
         chat=chat,
         progress=progress,
     )
+    if not torch.isfinite(acts.pooled).all():
+        raise DegenerateDataError(
+            f"The model's head outputs overflowed to NaN or inf in {dtype.value}; nothing "
+            "was saved. Capture with --dtype float32 or bfloat16."
+        )
     acts.save(out)
     typer.echo(f"Wrote {out}: {acts!r}")
 
@@ -226,13 +287,17 @@ def rank(
     from ..models.architectures import AttentionSites
     from ..ranking.concepts import resolve_concept, word_token_ids
     from ..ranking.criteria import rank_heads
+    from ..ranking.head_ranking import check_samples, check_window
 
     if criterion not in CRITERIA:
         raise InputError(f"Unknown --criterion {criterion!r}; choose one of {', '.join(CRITERIA)}.")
+    if multi_token not in ("skip", "first"):
+        raise InputError(f"Unknown --multi-token {multi_token!r}; choose skip or first.")
     window = parse_window(layers)
     check_model_options(device, device_map)
     acts = Activations.load(existing_file(activations, "activations file"))
-    acts.check_distinct()
+    constant = check_samples(acts)
+    check_window(window, acts.n_layers)
     _check_concept(concept)
     out = out or Path(f"ranking_{Path(concept).stem}.json")
     check_writable(out, what="ranking file")
@@ -262,6 +327,13 @@ def rank(
     if resolved.dropped:
         typer.echo(_dropped_summary(resolved.dropped))
     typer.echo(ranking.to_frame().head(show).to_string(index=False))
+    if constant:
+        shown = {str(h) for h in ranking.order()[:show]} & {str(h) for h in constant}
+        _warn(
+            f"{_constant_heads_note(constant)} give the same output for every prompt: their "
+            "EVR is 0 by convention and means nothing"
+            + (f" (shown above: {', '.join(sorted(shown))})." if shown else ".")
+        )
     typer.echo(f"Wrote {out}" + (f" and {csv}" if csv else ""))
 
 
@@ -289,17 +361,18 @@ def explain(
     from ..activations.store import Activations
     from ..io import check_writable
     from ..models.architectures import AttentionSites
-    from ..ranking.explain import explain_heads
+    from ..ranking.explain import check_explainable, explain_heads
 
     check_model_options(device, device_map)
     acts = Activations.load(existing_file(activations, "activations file"))
-    acts.check_distinct()
-    _choose_heads(head, ranking, top_k, acts.fingerprint)  # fail before loading the model
+    # Everything that can be checked without the model is, before loading it.
+    shape = (acts.n_layers, acts.n_heads)
+    heads, source = _choose_heads(head, ranking, top_k, acts.fingerprint, shape)
+    check_explainable(acts, heads)
     check_writable(out, what="explanation file")
     loaded = load(model, dtype, device, device_map)
     sites = AttentionSites(loaded.model)
     acts.check_model(sites, loaded.fingerprint)
-    heads, source = _choose_heads(head, ranking, top_k, loaded.fingerprint)
     explanation = explain_heads(
         acts, sites, loaded.tokenizer, heads, n_atoms=n_atoms, source=source
     )
@@ -403,24 +476,42 @@ def steer_command(
 @handle_errors
 def report(
     artifacts: Annotated[
-        list[Path], typer.Argument(help="Ranking, explanation, steering and result JSON files.")
+        list[Path],
+        typer.Argument(help="Ranking, explanation, steering and experiment JSON files."),
     ],
-    out: Annotated[Path, out_option("HTML file to write; PNG figures go beside it.")] = Path(
-        "report.html"
-    ),
+    out: Annotated[
+        Path, out_option("HTML file to write; each figure goes beside it as SVG and PNG.")
+    ] = Path("report.html"),
     top_k: Annotated[
-        int, typer.Option(min=1, help="Heads per concept in tables and overlaps.")
+        int, typer.Option(min=1, help="Heads per concept framed, listed and overlapped.")
     ] = 10,
+    figure_format: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--figure-format",
+            help="Figure file format beside the HTML (svg, png, pdf); repeat for several. "
+            "Default: svg and png.",
+        ),
+    ] = None,
+    figures: Annotated[
+        bool, typer.Option(help="Write the figure files (--no-figures: the HTML only).")
+    ] = True,
 ) -> None:
-    """Write one self-contained HTML report from any mix of JSON artifacts.
+    """Write one self-contained, interactive HTML report (works offline) and paper figures.
 
     Example: headpursuit report ranking_*.json explanation.json steering.json
     """
     from ..activations.store import Activations
     from ..errors import InputError
     from ..io import check_writable, load_artifact
-    from ..report import write_report
+    from ..report import FIGURE_FORMATS, write_report
 
+    formats = list(figure_format or ["svg", "png"]) if figures else []
+    for format in formats:
+        if format not in FIGURE_FORMATS:
+            raise InputError(
+                f"--figure-format {format!r} is not one of {', '.join(FIGURE_FORMATS)}."
+            )
     loaded = [load_artifact(existing_file(path, "artifact file")) for path in artifacts]
     for path, artifact in zip(artifacts, loaded, strict=True):
         if isinstance(artifact, Activations):
@@ -429,7 +520,7 @@ def report(
                 "and explanations made from them (`headpursuit rank` / `explain`)."
             )
     check_writable(out, what="report")
-    written = write_report(loaded, out, top_k=top_k)
+    written = write_report(loaded, out, top_k=top_k, formats=formats)
     typer.echo(f"Wrote {written[0]} (+ {len(written) - 1} figure files beside it)")
 
 

@@ -9,20 +9,32 @@ import typer
 
 from ..errors import InputError
 from ..models.zoo import TINY_VLM as TINY_VLM_NAME
-from .common import app, handle_errors, load
+from .common import app, handle_errors, load, parse_numbers
 
 VlmModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="A LLaVA-family model: hub id or directory.")
 ]
 KsOpt = Annotated[str, typer.Option(help="Numbers of heads to intervene on, comma-separated.")]
-SeedsOpt = Annotated[int, typer.Option(help="Matched random control seeds.")]
-SelectOpt = Annotated[int, typer.Option(help="Images used to select heads.")]
-EvalOpt = Annotated[int, typer.Option(help="Held-out images to evaluate on.")]
+SeedsOpt = Annotated[int, typer.Option(min=0, help="Matched random control seeds.")]
+SelectOpt = Annotated[int, typer.Option(min=2, help="Images used to select heads.")]
+EvalOpt = Annotated[int, typer.Option(min=1, help="Held-out images to evaluate on.")]
 PositionsOpt = Annotated[str, typer.Option(help="Intervene at all, image or text positions.")]
 
 
 def _ints(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
+    return parse_numbers(text, "--ks", integer=True, minimum=1)
+
+
+def _check_common(positions: str, output: Path) -> None:
+    """Refuse an unknown --positions or an unwritable --output before any work."""
+    from ..io import check_writable
+    from ..steering.hooks import POSITIONS
+
+    if positions not in POSITIONS:
+        raise InputError(
+            f"Unknown --positions {positions!r}; choose one of {', '.join(POSITIONS)}."
+        )
+    check_writable(output, what="results file")
 
 
 @app.command()
@@ -58,6 +70,9 @@ def classify(
     from ..evaluation.vision.classify import classify as run_classify
     from ..evaluation.vision.classify import load_image_folder
 
+    ks_list = _ints(ks)
+    parse_numbers(str(alpha), "--alpha")  # finite
+    _check_common(positions, output)
     if images is not None or labels is not None:
         if images is None or labels is None:
             raise InputError("Give both --images and --labels for an image folder.")
@@ -86,7 +101,7 @@ def classify(
         evaluate,
         names,
         dataset=dataset,
-        ks=_ints(ks),
+        ks=ks_list,
         seeds=seeds,
         alpha=alpha,
         positions=positions,
@@ -119,6 +134,9 @@ def caption(
     from ..evaluation.vision.caption import caption as run_caption
     from ..evaluation.vision.caption import select_concept_heads
 
+    ks_list = _ints(ks)
+    alpha_list = parse_numbers(alphas, "--alphas")
+    _check_common(positions, output)
     loaded = load(model)
     select = data.shapes("select", n_select)
     ranking = select_concept_heads(loaded, select, data.COLOUR_NAMES)
@@ -126,8 +144,8 @@ def caption(
         loaded,
         select,
         data.shapes("test", n_eval),
-        ks=_ints(ks),
-        alphas=[float(a) for a in alphas.split(",")],
+        ks=ks_list,
+        alphas=alpha_list,
         seeds=seeds,
         positions=positions,
         max_new_tokens=14,

@@ -117,10 +117,24 @@ def check_device(device: str | torch.device | None) -> torch.device | None:
     return device
 
 
+#: The ``device_map`` strategies that accelerate understands (besides one device's name).
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
 def check_device_map(device_map: Any) -> Any:
-    """Refuse a ``device_map`` that needs a GPU on a machine without one."""
-    if isinstance(device_map, str) and device_map.startswith("cuda"):
+    """Refuse a ``device_map`` string that is neither a strategy nor a device of this machine.
+
+    Dicts (module name -> device) and ``None`` are passed on as they are.
+    """
+    if not isinstance(device_map, str) or device_map in DEVICE_MAP_STRATEGIES:
+        return device_map
+    try:
         check_device(device_map)
+    except InputError as error:
+        raise InputError(
+            f"Unknown --device-map {device_map!r}: use one of "
+            f"{', '.join(DEVICE_MAP_STRATEGIES)}, or a device of this machine ({error})"
+        ) from error
     return device_map
 
 
@@ -151,25 +165,34 @@ def load_directory(
     )
 
     path = str(path)
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(
+
+    def cannot_load(error: Exception) -> ModelLoadError:
+        return ModelLoadError(
             f"Cannot load model {path!r}: {' '.join(str(error).split())[:300]} Pass a short "
             "name (headpursuit models), a Hugging Face hub id, a local checkpoint directory, "
             "or a .gguf file."
-        ) from error
+        )
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise cannot_load(error) from error
     kwargs: dict[str, Any] = {"dtype": dtype}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    if _is_vlm_config(config):
-        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-        processor = AutoProcessor.from_pretrained(path)
-        tokenizer = processor.tokenizer
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        processor = None
-        tokenizer = AutoTokenizer.from_pretrained(path)
+    # A checkpoint without weights or tokenizer files, or of an unknown model class, is the
+    # user's to fix; transformers reports those as OSError / ValueError.
+    try:
+        if _is_vlm_config(config):
+            model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+            processor = AutoProcessor.from_pretrained(path)
+            tokenizer = processor.tokenizer
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            processor = None
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise cannot_load(error) from error
     if device is not None and device_map is None:
         model.to(device)
     _tokenizer_defaults(tokenizer)

@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelLoadError
-from ..io import atomic_directory, atomic_write, cache_dir, save_pretrained_all
+from ..io import (
+    atomic_directory,
+    atomic_write,
+    cache_dir,
+    remove_stale_temp,
+    save_pretrained_all,
+)
 from .tiny_vlm import assemble_tiny_vlm
 
 
@@ -110,6 +117,7 @@ def packaged_gguf(name: str) -> Path:
     if len(parts) == 1:
         return parts[0]
     target = cache_dir() / f"{model.name}.gguf"
+    remove_stale_temp(target.parent)
     if target.is_file():
         return target
 
@@ -127,7 +135,9 @@ def packaged_gguf(name: str) -> Path:
                 f"mismatch); reinstall {' '.join(model.packages)}."
             )
 
-    return atomic_write(target, join)
+    # keep_existing: a concurrent first run may have joined it already; replacing its file
+    # would change the modification time that keys the converted checkpoint's cache entry.
+    return atomic_write(target, join, keep_existing=True)
 
 
 def locate_named(name: str) -> Path:
@@ -150,19 +160,29 @@ def convert_gguf(gguf: Path) -> Path:
     transformers refuses ``save_pretrained`` on a model loaded from GGUF, so the model is
     rebuilt from its config (without the quantisation entry), given the dequantised
     weights, re-tied, and saved. The directory appears atomically; two processes
-    converting at once both succeed (the second keeps the first's copy).
+    converting at once both succeed (the second keeps the first's copy). Staging
+    directories left in the cache by a conversion killed outright are removed here.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not gguf.is_file():
         raise ModelLoadError(f"GGUF file not found: {gguf}")
     target = gguf_cache_path(gguf)
+    remove_stale_temp(target.parent)
     if (target / "config.json").exists():
         return target
-    quantised = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A damaged or foreign file makes the GGUF reader fail in many ways; all are the file's.
+    try:
+        quantised = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (OSError, ValueError, KeyError, IndexError, EOFError, struct.error) as error:
+        raise ModelLoadError(
+            f"Cannot read GGUF file {gguf}: {type(error).__name__}: "
+            f"{' '.join(str(error).split())[:300]} Is it a whole GGUF checkpoint of a "
+            "transformers-supported architecture?"
+        ) from error
     config = quantised.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config

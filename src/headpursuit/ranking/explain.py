@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..activations.store import Activations
-from ..errors import InputError
+from ..errors import DegenerateDataError, InputError
 from ..heads import Head, HeadLike, as_heads, check_heads
-from ..io import Fields, JsonArtifact, register_artifact
+from ..io import MAX_INDEX, Fields, JsonArtifact, register_artifact
 from ..models.architectures import AttentionSites
-from .head_ranking import head_somp
+from .head_ranking import check_samples, head_somp
 from .pursuit import logit_lens
 
 
@@ -60,18 +60,21 @@ class HeadExplanation:
         }
 
     @classmethod
-    def from_fields(cls, fields: Fields) -> HeadExplanation:
+    def from_fields(cls, fields: Fields, n_atoms: int, n_samples: int) -> HeadExplanation:
+        """Read one head's entry; ``n_atoms`` and ``n_samples`` bound its lists and counts."""
         item = cls(
             head=fields.head("head"),
-            somp_ids=fields.ints("somp_ids", minimum=0),
+            somp_ids=fields.ints("somp_ids", minimum=0, maximum=MAX_INDEX),
             somp_tokens=fields.strs("somp_tokens"),
             evr=fields.floats("evr"),
-            lens_ids=fields.ints("lens_ids", minimum=0),
+            lens_ids=fields.ints("lens_ids", minimum=0, maximum=MAX_INDEX),
             lens_tokens=fields.strs("lens_tokens"),
-            lens_counts=fields.ints("lens_counts", minimum=0),
+            lens_counts=fields.ints("lens_counts", minimum=0, maximum=n_samples),
         )
         if not len(item.somp_ids) == len(item.somp_tokens) == len(item.evr):
             raise fields.error("somp_ids, somp_tokens and evr differ in length")
+        if len(item.somp_ids) > n_atoms:
+            raise fields.error(f"{len(item.somp_ids)} SOMP tokens, more than n_atoms={n_atoms}")
         if not len(item.lens_ids) == len(item.lens_tokens) == len(item.lens_counts):
             raise fields.error("lens_ids, lens_tokens and lens_counts differ in length")
         return item
@@ -135,13 +138,32 @@ class Explanation(JsonArtifact):
 
     @classmethod
     def from_body(cls, fields: Fields) -> Explanation:
+        n_atoms = fields.int("n_atoms", minimum=1, maximum=MAX_INDEX)
+        n_samples = fields.int("n_samples", minimum=2, maximum=MAX_INDEX)
+        heads = [
+            HeadExplanation.from_fields(item, n_atoms, n_samples) for item in fields.items("heads")
+        ]
+        if not heads:
+            raise fields.error("field 'heads' is empty")
         return cls(
-            heads=[HeadExplanation.from_fields(item) for item in fields.items("heads")],
-            n_atoms=fields.int("n_atoms", minimum=1),
-            n_samples=fields.int("n_samples", minimum=1),
+            heads=heads,
+            n_atoms=n_atoms,
+            n_samples=n_samples,
             model_id=fields.str("model_id"),
             fingerprint=fields.str("fingerprint"),
             source=fields.str("source", ""),
+        )
+
+
+def check_explainable(activations: Activations, heads: Sequence[Head]) -> None:
+    """Refuse degenerate activations, and heads whose output does not vary over the samples."""
+    constant = set(check_samples(activations)) & set(heads)
+    if constant:
+        names = ", ".join(str(h) for h in heads if h in constant)
+        raise DegenerateDataError(
+            f"Head(s) {names} give the same output for every one of the "
+            f"{activations.n_samples} prompts, so SOMP has nothing to explain; drop them, or "
+            "capture more varied prompts."
         )
 
 
@@ -167,16 +189,22 @@ def explain_heads(
         per_sample, n_tokens: logit lens: each sample's top rows, then the most frequent.
 
     Raises:
-        InputError: for no heads, a head outside the model, or ``n_atoms`` out of range.
+        InputError: for no heads, a head outside the model, or ``n_atoms``, ``per_sample``
+            or ``n_tokens`` out of range.
+        DegenerateDataError: for activations of fewer than two distinct prompts, or a head
+            whose output does not vary over them (there is nothing to explain).
     """
     heads = as_heads(heads)
     if not heads:
         raise InputError("No heads to explain; name some with --head L12H3 or give a ranking.")
     check_heads(heads, sites.n_layers, sites.n_heads)
-    activations.check_distinct()
+    activations.check_model(sites)
+    check_explainable(activations, heads)
     unembedding = sites.unembedding()  # [vocab, d_model]
-    if not 1 <= n_atoms <= unembedding.shape[0]:
-        raise InputError(f"n_atoms must be between 1 and {unembedding.shape[0]}, got {n_atoms}.")
+    vocab = unembedding.shape[0]
+    for name, value in (("n_atoms", n_atoms), ("per_sample", per_sample), ("n_tokens", n_tokens)):
+        if not 1 <= value <= vocab:
+            raise InputError(f"{name} must be between 1 and {vocab} (the vocabulary), got {value}.")
     result = head_somp(activations, sites, unembedding, n_atoms, heads=heads)
     explained = []
     for row, head in enumerate(heads):

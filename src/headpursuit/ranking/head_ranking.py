@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from ..activations.store import Activations
-from ..errors import InputError
+from ..errors import DegenerateDataError, InputError
 from ..heads import Head, HeadLike, as_heads, check_heads
-from ..io import Fields, JsonArtifact, register_artifact
+from ..io import MAX_INDEX, Fields, JsonArtifact, register_artifact
 from ..models.architectures import AttentionSites
 from .pursuit import SOMPResult, somp_factored
 
@@ -54,6 +54,56 @@ def head_somp(
     codes = torch.stack([activations.pooled[:, h.layer, h.head] for h in chosen])
     maps = torch.stack([maps_by_layer[h.layer][h.head] for h in chosen])
     return somp_factored(codes, maps, dictionary, n_atoms, center=center, progress=progress)
+
+
+#: A head whose pooled output strays from its mean over the samples by at most this
+#: fraction of its largest value is constant. Round-off between rows of one float32 batch
+#: is about 2e-7 of the values; the least varying head of SmolLM2-135M over 512 prompts
+#: strays by 3e-3.
+CONSTANT_RTOL = 1e-5
+
+
+def head_spread(activations: Activations) -> torch.Tensor:
+    """``[n_layers, n_heads]``: each head's largest deviation from its mean over samples,
+    relative to its largest absolute value (0 for a constant or all-zero head)."""
+    pooled = activations.pooled
+    spread = torch.zeros(activations.n_layers, activations.n_heads, dtype=torch.float64)
+    for layer in range(activations.n_layers):  # one layer at a time bounds the memory
+        z = pooled[:, layer].double()  # [n, H, head_dim]
+        deviation = (z - z.mean(0)).abs().amax(dim=(0, 2))
+        scale = z.abs().amax(dim=(0, 2))
+        spread[layer] = torch.where(scale > 0, deviation / scale.clamp_min(1e-300), 0.0)
+    return spread
+
+
+def constant_heads(activations: Activations, rtol: float = CONSTANT_RTOL) -> list[Head]:
+    """The heads whose pooled output does not vary over the samples (see :data:`CONSTANT_RTOL`).
+
+    Centring makes such a head's signal zero, so its EVR is 0 by convention and means
+    nothing, and SOMP has nothing to explain.
+    """
+    spread = head_spread(activations)
+    return [Head(l, h) for l, h in (spread <= rtol).nonzero().tolist()]
+
+
+def check_samples(activations: Activations) -> list[Head]:
+    """Refuse activations from which no head can be ranked or explained; return the constant heads.
+
+    Raises :class:`DegenerateDataError` for fewer than two samples, fewer than two distinct
+    prompts (when the prompts are stored), or every head constant over the samples
+    (duplicates of one prompt differ only by round-off, which exact comparison misses).
+    """
+    n = activations.n_samples
+    distinct = len(set(activations.prompts)) if activations.prompts else n
+    constant = constant_heads(activations) if n >= 2 and distinct >= 2 else []
+    if n < 2 or distinct < 2 or len(constant) == activations.n_layers * activations.n_heads:
+        raise DegenerateDataError(
+            f"These activations hold {n} sample(s) of {distinct} distinct prompt(s) and no "
+            "head's output varies over them (one prompt, duplicates, or constant data), so "
+            "every head's centred output is zero and no head can be ranked or explained. "
+            "Capture at least two distinct prompts."
+        )
+    return constant
 
 
 def check_window(layers: tuple[int, int] | None, n_layers: int) -> tuple[int, int] | None:
@@ -187,15 +237,19 @@ class HeadRanking(JsonArtifact):
     @classmethod
     def from_body(cls, fields: Fields) -> HeadRanking:
         n_layers, n_heads = _shape(fields)
-        n_atoms = fields.int("n_atoms", minimum=0, maximum=1_000_000)
+        n_atoms = fields.int("n_atoms", minimum=0, maximum=MAX_INDEX)
         layers = fields.raw("layers", None)
         if layers is not None:
-            if not (isinstance(layers, list) and len(layers) == 2):
-                raise fields.error("field 'layers' must be [first, last] or null")
+            if not (
+                isinstance(layers, list)
+                and len(layers) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in layers)
+            ):
+                raise fields.error("field 'layers' must be [first, last] (integers) or null")
             try:
                 layers = check_window(tuple(layers), n_layers)
-            except (InputError, TypeError, ValueError) as error:
-                raise fields.error(f"field 'layers': {error}") from error
+            except InputError as error:
+                raise fields.error(f"field 'layers': {str(error).rstrip('.')}") from error
         scores = _table(fields, "scores", n_layers, n_heads)
         evr = _table(fields, "evr", n_layers, n_heads, allow_null=True)
         support = _support(fields, n_layers, n_heads, n_atoms)
@@ -216,52 +270,74 @@ class HeadRanking(JsonArtifact):
             n_atoms=n_atoms,
             model_id=fields.str("model_id"),
             fingerprint=fields.str("fingerprint"),
-            token_ids=fields.ints("token_ids", minimum=0),
+            token_ids=fields.ints("token_ids", minimum=0, maximum=MAX_INDEX),
             layers=layers,
             tables=tables,
             settings=settings,
         )
 
 
+#: The most heads a ranking may describe: far above any real model (Llama-3-405B has
+#: 126 x 128 = 16,128), low enough that a crafted ``shape`` cannot exhaust memory.
+MAX_HEADS = 1_000_000
+
+
 def _shape(fields: Fields) -> tuple[int, int]:
-    shape = fields.ints("shape", minimum=1)
-    if len(shape) != 2 or shape[0] * shape[1] > 10_000_000:
+    shape = fields.ints("shape", minimum=1, maximum=MAX_HEADS)
+    if len(shape) != 2 or shape[0] * shape[1] > MAX_HEADS:
         raise fields.error(
-            f"field 'shape' must be [n_layers, n_heads] of a real model, found {shape}"
+            f"field 'shape' must be [n_layers, n_heads] of a real model (at most {MAX_HEADS} "
+            f"heads), found {shape[:4]}"
         )
     return shape[0], shape[1]
+
+
+def _rows(fields: Fields, key: str, n_layers: int, n_heads: int) -> list[list]:
+    """``fields[key]`` as ``n_layers`` lists of ``n_heads`` entries each, or an ArtifactError."""
+    rows = fields.list(key)
+    if len(rows) != n_layers or any(not isinstance(r, list) or len(r) != n_heads for r in rows):
+        raise fields.error(f"field {key!r} must be a {n_layers} x {n_heads} table")
+    return rows
 
 
 def _table(
     fields: Fields, key: str, n_layers: int, n_heads: int, *, allow_null: bool = False
 ) -> torch.Tensor:
-    rows = fields.list(key)
-    if len(rows) != n_layers or any(not isinstance(r, list) or len(r) != n_heads for r in rows):
-        raise fields.error(f"field {key!r} must be a {n_layers} x {n_heads} table")
     values = []
-    for row in rows:
+    for row in _rows(fields, key, n_layers, n_heads):
         for value in row:
+            number = None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                try:
+                    number = float(value)
+                except OverflowError:
+                    number = None
             if value is None and allow_null:
                 values.append(math.nan)
-            elif (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            ):
-                values.append(float(value))
+            elif number is not None and math.isfinite(number):
+                values.append(number)
             else:
-                raise fields.error(f"field {key!r} holds {value!r}; expected finite numbers")
+                shown = (
+                    value if isinstance(value, (int, float, type(None))) else type(value).__name__
+                )
+                raise fields.error(f"field {key!r} holds {shown!r:.40}; expected finite numbers")
     return torch.tensor(values, dtype=torch.float64).reshape(n_layers, n_heads)
 
 
 def _support(fields: Fields, n_layers: int, n_heads: int, n_atoms: int) -> torch.Tensor:
-    rows = fields.list("support")
-    try:
-        support = torch.tensor(rows, dtype=torch.long)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise fields.error("field 'support' must be a table of token ids") from error
-    if n_atoms == 0 and support.numel() == 0:
+    """``[n_layers, n_heads, n_atoms]`` token ids (an empty list when no SOMP was run)."""
+    if n_atoms == 0 and fields.list("support") == []:
         return torch.zeros(n_layers, n_heads, 0, dtype=torch.long)
-    if tuple(support.shape) != (n_layers, n_heads, n_atoms) or (support < 0).any():
-        raise fields.error(f"field 'support' must be {n_layers} x {n_heads} x {n_atoms} token ids")
-    return support
+    expected = f"field 'support' must be {n_layers} x {n_heads} x {n_atoms} token ids"
+    values: list[int] = []
+    for row in _rows(fields, "support", n_layers, n_heads):
+        for atoms in row:
+            if not isinstance(atoms, list) or len(atoms) != n_atoms:
+                raise fields.error(expected)
+            for token in atoms:
+                if isinstance(token, bool) or not isinstance(token, int):
+                    raise fields.error(expected)
+                if not 0 <= token <= MAX_INDEX:
+                    raise fields.error(f"field 'support' holds token id {token!r:.40}")
+                values.append(token)
+    return torch.tensor(values, dtype=torch.long).reshape(n_layers, n_heads, n_atoms)

@@ -9,12 +9,17 @@ same α. The result is a :class:`SteeringRun`, saved as JSON of kind
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import InputError
-from ..heads import Head, HeadLike, as_heads, heads_to_text
-from ..io import Fields, JsonArtifact, register_artifact
+import torch
+from torch import nn
+
+from ..errors import DegenerateDataError, InputError
+from ..heads import Head, HeadLike, as_heads, check_heads, heads_to_text
+from ..io import MAX_INDEX, Fields, JsonArtifact, register_artifact
 from ..models.architectures import AttentionSites
 from ..models.loading import LoadedModel
 from ..ranking.controls import draw_controls
@@ -100,10 +105,26 @@ class SteeringRun(JsonArtifact):
 
     @classmethod
     def from_body(cls, fields: Fields) -> SteeringRun:
+        heads = fields.heads("heads")
+        if not heads:
+            raise fields.error("field 'heads' is empty")
+        positions = fields.str("positions")
+        if positions not in POSITIONS:
+            raise fields.error(f"field 'positions' is {positions[:40]!r}, not one of {POSITIONS}")
         controls = [
             _heads(fields, "controls", i, item) for i, item in enumerate(fields.list("controls"))
         ]
+        for i, control in enumerate(controls):
+            if len(control) != len(heads) or set(control) & set(heads):
+                raise fields.error(
+                    f"control set {i} must be {len(heads)} heads disjoint from the steered ones"
+                )
+        borrowed = [_borrowed(fields, item) for item in fields.list("borrowed", [])]
+        if borrowed and len(borrowed) != len(controls):
+            raise fields.error(f"{len(borrowed)} 'borrowed' entries for {len(controls)} controls")
         examples = fields.items("examples")
+        if not examples:
+            raise fields.error("field 'examples' is empty")
         outputs: list[list[str]] = [[] for _ in controls]
         for example in examples:
             texts = example.strs("controls")
@@ -114,9 +135,9 @@ class SteeringRun(JsonArtifact):
             for s, text in enumerate(texts):
                 outputs[s].append(text)
         return cls(
-            heads=fields.heads("heads"),
+            heads=heads,
             alpha=fields.float("alpha"),
-            positions=fields.str("positions"),
+            positions=positions,
             controls=controls,
             prompts=[e.str("prompt") for e in examples],
             unmodified=[e.str("unmodified") for e in examples],
@@ -125,14 +146,20 @@ class SteeringRun(JsonArtifact):
             model_id=fields.str("model_id"),
             fingerprint=fields.str("fingerprint"),
             concept=fields.str("concept", ""),
-            max_new_tokens=fields.int("max_new_tokens", 0, minimum=0),
-            borrowed=[_borrowed(fields, item) for item in fields.list("borrowed", [])],
+            max_new_tokens=fields.int("max_new_tokens", 0, minimum=0, maximum=MAX_INDEX),
+            borrowed=borrowed,
         )
 
 
 def _borrowed(fields: Fields, item: object) -> dict[int, int]:
     if not isinstance(item, dict) or not all(
-        isinstance(k, str) and k.isdigit() and isinstance(v, int) and v > 0 for k, v in item.items()
+        isinstance(k, str)
+        and k.isdigit()
+        and len(k) < 10
+        and isinstance(v, int)
+        and not isinstance(v, bool)
+        and 0 < v <= MAX_INDEX
+        for k, v in item.items()
     ):
         raise fields.error("field 'borrowed' must hold {layer: count} objects")
     return {int(k): v for k, v in item.items()}
@@ -140,6 +167,29 @@ def _borrowed(fields: Fields, item: object) -> dict[int, int]:
 
 def _heads(fields: Fields, key: str, index: int, item: object) -> list[Head]:
     return Fields({"heads": item}, f"{fields.source} [{key}][{index}]").heads("heads")
+
+
+@contextmanager
+def refuse_non_finite_logits(model: nn.Module, what: str) -> Iterator[None]:
+    """Inside the block, raise :class:`DegenerateDataError` as soon as a row of the model's
+    logits holds NaN or inf, or is constant over the vocabulary (what an overflow inside an
+    RMS norm leaves: the norm's scale becomes 0): greedy decoding would turn them into
+    empty or arbitrary text, silently."""
+    head = model.get_output_embeddings()
+    if head is None:
+        yield
+        return
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        last = output[..., -1, :].float()  # [batch, vocab], the logits decoding reads
+        if not torch.isfinite(last).all() or (last.amax(-1) == last.amin(-1)).any():
+            raise DegenerateDataError(f"The logits became NaN, infinite or constant {what}.")
+
+    handle = head.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def compare_generations(
@@ -162,29 +212,53 @@ def compare_generations(
         alpha: scale of the heads' outputs.
         positions: see :func:`~headpursuit.steer`.
         n_controls: how many random control head sets (seeds ``seed .. seed+n_controls-1``).
+
+    Every argument is checked before the first token is generated.
     """
     if not prompts:
         raise InputError("No prompts to generate from.")
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
+    if bad:
+        raise InputError(f"Prompt {bad[0]} is {prompts[bad[0]]!r:.60}; give non-empty text.")
     if positions not in POSITIONS:
         raise InputError(f"Unknown positions {positions!r}; choose one of {', '.join(POSITIONS)}.")
+    if not math.isfinite(float(alpha)):
+        raise InputError(f"alpha must be a finite number, got {alpha}.")
     if n_controls < 0:
         raise InputError(f"The number of control sets must be 0 or more, got {n_controls}.")
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
     heads = as_heads(heads)
     if not heads:
         raise InputError("No heads to steer; name some with --head or give --ranking.")
     sites = AttentionSites(loaded.model)
+    check_heads(heads, sites.n_layers, sites.n_heads)
     draws = [
         draw_controls(heads, sites.n_layers, sites.n_heads, seed=seed + s)
         for s in range(n_controls)
     ]
     controls = [draw.heads for draw in draws]
     kwargs = {"max_new_tokens": max_new_tokens, "chat": chat}
-    unmodified = generate(loaded, prompts, **kwargs)[1]
-    with steer(loaded.model, heads, alpha, positions=positions, sites=sites):
+    model = loaded.model
+    overflow = (
+        f"with heads scaled by alpha={alpha:g}: the activations overflow, so the generations "
+        "would be meaningless. Use a smaller |alpha|."
+    )
+    with refuse_non_finite_logits(
+        model, "in the unmodified model; load it in float32 or bfloat16 (--dtype)"
+    ):
+        unmodified = generate(loaded, prompts, **kwargs)[1]
+    with (
+        steer(model, heads, alpha, positions=positions, sites=sites),
+        refuse_non_finite_logits(model, overflow),
+    ):
         steered = generate(loaded, prompts, **kwargs)[1]
     control_outputs = []
     for control in controls:
-        with steer(loaded.model, control, alpha, positions=positions, sites=sites):
+        with (
+            steer(model, control, alpha, positions=positions, sites=sites),
+            refuse_non_finite_logits(model, overflow),
+        ):
             control_outputs.append(generate(loaded, prompts, **kwargs)[1])
     return SteeringRun(
         heads=heads,

@@ -121,7 +121,7 @@ def steer(
             if edit is None:
                 hook = _scale_hook(sites, layer, layer_heads, alpha, replacement, tracker)
             else:
-                hook = _edit_hook(sites, layer_heads, edit, tracker)
+                hook = _edit_hook(sites, layer, layer_heads, edit, tracker)
             handles.append(sites.layers[layer].out_proj.register_forward_pre_hook(hook))
         yield
     finally:
@@ -137,17 +137,21 @@ def _scale_hook(
     replacement: torch.Tensor | None,
     tracker: _PositionTracker | None,
 ):
-    width = sites.n_heads * sites.head_dim
-    chosen = torch.zeros(sites.n_heads, dtype=torch.bool)
+    site = sites.layers[layer]  # this layer's heads; replacement is on the padded grid
+    width = site.n_heads * site.head_dim
+    chosen = torch.zeros(site.n_heads, dtype=torch.bool)
     chosen[heads] = True
-    chosen = chosen.repeat_interleave(sites.head_dim)  # [F]
+    chosen = chosen.repeat_interleave(site.head_dim)  # [F]
     if replacement is None:
         scale = torch.where(chosen, torch.tensor(float(alpha)), torch.tensor(1.0))
         offset = None
     else:
         scale = torch.where(chosen, torch.tensor(0.0), torch.tensor(1.0))
         offset = torch.where(
-            chosen, float(alpha) * replacement[layer].reshape(width).float(), torch.tensor(0.0)
+            chosen,
+            float(alpha)
+            * replacement[layer, : site.n_heads, : site.head_dim].reshape(width).float(),
+            torch.tensor(0.0),
         )
     cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
@@ -169,9 +173,13 @@ def _scale_hook(
 
 
 def _edit_hook(
-    sites: AttentionSites, heads: list[int], edit: HeadEdit, tracker: _PositionTracker | None
+    sites: AttentionSites,
+    layer: int,
+    heads: list[int],
+    edit: HeadEdit,
+    tracker: _PositionTracker | None,
 ):
-    dh = sites.head_dim
+    dh = sites.layers[layer].head_dim
 
     def hook(module, args):
         z = args[0]
