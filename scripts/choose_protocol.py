@@ -6,7 +6,7 @@
 For every model, concept, criterion (evr, specificity, logit_lens) and α (−1: flip,
 0: ablate) it flips or ablates the top 2 % of heads ranked on the dev questions and
 measures, on the *dev* questions the unmodified model answers right, the damage to the
-target concept and to the other concepts' questions, next to 10 matched control sets.
+target concept and to the other concepts' questions, next to 5 matched control sets (the rule reads only their mean).
 
 The rule, fixed before looking at the numbers: a setting's margin for one concept is
 
@@ -31,7 +31,7 @@ DOC = ROOT / "docs" / "protocol.md"
 CRITERIA = ("specificity", "evr", "logit_lens")
 ALPHAS = (-1.0, 0.0)
 PERCENT = 2.0
-N_CONTROLS = 10
+N_CONTROLS = 5
 
 
 def margins(result) -> dict[tuple[str, float], float]:
@@ -49,10 +49,12 @@ def margins(result) -> dict[tuple[str, float], float]:
 
 
 def run(models: list[str]) -> dict:
+    from qa_common import dev_rankings
+
     from headpursuit import load_model
     from headpursuit.evaluation.experiment import heads_for_percent
     from headpursuit.evaluation.language import facts
-    from headpursuit.evaluation.language.qa import capture_questions, known_facts, run_qa
+    from headpursuit.evaluation.language.qa import known_facts, run_qa
     from headpursuit.models.architectures import AttentionSites
 
     rows = []
@@ -62,14 +64,14 @@ def run(models: list[str]) -> dict:
         sites = AttentionSites(loaded.model)
         k = heads_for_percent(PERCENT, sites.n_layers * sites.n_heads)
         sets = {c: known_facts(loaded, c, "dev") for c in facts.CONCEPTS}
-        activations = capture_questions(loaded, "dev")
         for concept in facts.CONCEPTS:
+            rankings = dev_rankings(loaded, name, concept, list(CRITERIA))
             for criterion in CRITERIA:
                 result = run_qa(
                     loaded,
                     concept,
                     sets=sets,
-                    activations=activations,
+                    rankings=rankings,
                     criterion=criterion,
                     comparisons=(),
                     ks=[k],

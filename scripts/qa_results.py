@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results" / "qa"
+RESULTS = ROOT / "results" / "qa"  # the same folder as qa_common.RESULTS
 PROTOCOL = ROOT / "results" / "protocol.json"
 DOC = ROOT / "docs" / "results.md"
 MODELS = ("smollm2-135m", "qwen2.5-0.5b", "gemma-3-270m")
@@ -47,15 +47,11 @@ def protocol() -> dict:
 
 def run_model(name: str, concepts: list[str], n_controls: int, headline: bool) -> None:
     """Every missing experiment of one model, each saved when done."""
+    from qa_common import dev_rankings
+
     from headpursuit import load_model
     from headpursuit.evaluation.language import facts
-    from headpursuit.evaluation.language.qa import (
-        COMPARISONS,
-        capture_questions,
-        known_facts,
-        rank_concept,
-        run_qa,
-    )
+    from headpursuit.evaluation.language.qa import COMPARISONS, known_facts, run_qa
 
     chosen = protocol()
     alphas = sorted({PAPER_ALPHA, float(chosen["alpha"])})
@@ -75,20 +71,15 @@ def run_model(name: str, concepts: list[str], n_controls: int, headline: bool) -
     timings["known_test_s"] = time.perf_counter() - start
     for concept, fact_set in sets.items():
         print(f"{name} {concept}: {fact_set.n_known} of {fact_set.n_asked} test questions known")
-    start = time.perf_counter()
-    activations = capture_questions(loaded, "dev")
-    timings["capture_dev_s"] = time.perf_counter() - start
     for concept in todo:
         start = time.perf_counter()
-        criteria = dict.fromkeys([chosen["criterion"], *COMPARISONS])
-        rankings = {c: rank_concept(loaded, activations, concept, c) for c in criteria}
+        rankings = dev_rankings(loaded, name, concept, [chosen["criterion"], *COMPARISONS])
         ranked = time.perf_counter() - start
         start = time.perf_counter()
         run_qa(
             loaded,
             concept,
             sets=sets,
-            activations=activations,
             rankings=rankings,
             criterion=chosen["criterion"],
             percents=PERCENTS,
@@ -198,7 +189,8 @@ def render() -> str:
             spent = timings.get(result.concept, {})
             if spent:
                 lines.append(
-                    f"Run time: ranking {spent['rank_s']:.0f} s, experiment "
+                    f"Run time: ranking {spent['rank_s']:.0f} s (near 0 when the protocol run had "
+                    "cached it), experiment "
                     f"{spent['experiment_s']:.0f} s ({timings.get('machine', '')})."
                 )
                 lines.append("")
