@@ -125,7 +125,21 @@ def render() -> str:
         "bootstrap CI over entities. *controls* is the 5th–95th percentile over 20 matched "
         "random head sets (same number of heads per layer); *p* the share of control sets at "
         "least as damaging as the selected heads, (1 + b)/(1 + 20). **Specific** = target "
-        "p < 0.05 and every non-target p ≥ 0.05.",
+        "p < 0.05 and every non-target p ≥ 0.05. Rows `evr` and `logit_lens` are the paper's "
+        "criterion and its baseline at the same k (their p is not computed: the controls are "
+        "matched to the selected heads' layers).",
+        "",
+        "**Scale of the paper's experiments.** Its text reports (Table 2, Mistral-7B, 1,024 "
+        "heads) that flipping the top 16 or 32 toxic heads (1.6 % and 3.1 % of heads) left "
+        "0.77 and 0.72 of the held-out toxic words on RealToxicityPrompts and 0.66 and 0.48 on "
+        "TET, against 1.26 ± 0.48 and 1.19 ± 0.31 (RTP), 1.09 ± 0.17 and 1.41 ± 0.49 (TET) for "
+        "random heads. For country QA on TriviaQA only a summary of the paper (not its text) "
+        "gives a shape: flipping 8 heads (0.8 %) drops country answers significantly with a "
+        "minor non-target drop and no significant effect of random heads. k = 1–3 % below is "
+        "that scale.",
+        "",
+        "Other experiments: the vision-language testbed and its results are in "
+        "[vlm.md](vlm.md).",
         "",
     ]
     verdict_rows = []
