@@ -31,7 +31,9 @@ def demo(
     """Run the whole chain on the embedded SmolLM2-135M-Instruct and bundled prompts.
 
     Captures 40 bundled questions, ranks heads for colours and countries, explains the top
-    heads, flips them (alpha = -1) next to matched random controls, and writes an HTML report.
+    heads, flips them (alpha = -1) next to matched random controls, tests the countries heads
+    against 20 matched random head sets on held-out fact questions (target: countries;
+    non-targets: colours, numbers) with CIs and a p-value, and writes an HTML report.
     """
     import torch
 
@@ -58,6 +60,7 @@ def demo(
     acts.save(out_dir / "activations.safetensors")
     typer.echo(f"Captured {acts.n_samples} bundled prompts: {acts!r}")
     artifacts: list[Any] = []
+    rankings: dict[str, Any] = {}
     pool = word_token_ids(loaded.tokenizer)
     steer_prompts = {
         "colors": ["What colour is the sky on a clear day?"],
@@ -76,6 +79,7 @@ def demo(
             loaded, questions, heads, alpha=-1.0, max_new_tokens=max_new_tokens, concept=name
         )
         run.save(out_dir / f"steering_{name}.json")
+        rankings[name] = ranking
         artifacts += [ranking, explanation, run]
         typer.echo(f"\n== {name}: {len(concept)} tokens; ranked by {ranking.criterion}")
         for item in explanation.heads:
@@ -89,8 +93,52 @@ def demo(
             typer.echo(f"    unmodified:              {run.unmodified[i]}")
             typer.echo(f"    {name} heads flipped:    {run.steered[i]}")
             typer.echo(f"    control [{control}]: {run.control_outputs[0][i]}")
+    artifacts.append(_specificity_check(loaded, rankings["countries"], top_k, out_dir))
     written = write_report(artifacts, out_dir / "report.html", top_k=10)
     typer.echo(
         f"\nReport: {written[0].resolve()} (artifacts in {out_dir}/). "
         f"Done in {time.perf_counter() - start:.1f} s."
     )
+
+
+#: Test-split questions asked per fact concept in the demo's specificity check.
+DEMO_QUESTIONS = 120
+
+
+def _specificity_check(loaded: Any, ranking: Any, top_k: int, out_dir: Path) -> Any:
+    """Flip the top countries heads and 20 matched control sets on held-out fact questions."""
+    from ..evaluation.language.facts import CONCEPTS
+    from ..evaluation.language.qa import known_facts, run_qa
+
+    sets = {c: known_facts(loaded, c, "test", max_asked=DEMO_QUESTIONS) for c in CONCEPTS}
+    typer.echo(
+        f"\n== Is it specific? The top {top_k} countries heads flipped vs 20 matched random "
+        "head sets (same heads per layer), on test questions the model answers right: "
+        + ", ".join(f"{c} {len(s.facts)}" for c, s in sets.items())
+    )
+    result = run_qa(
+        loaded,
+        "countries",
+        sets=sets,
+        rankings={ranking.criterion: ranking},
+        criterion=ranking.criterion,
+        comparisons=(),
+        ks=[top_k],
+        alphas=(-1.0,),
+        n_controls=20,
+        headline=False,
+        output=out_dir / "experiment_countries.json",
+    )
+    for row in result.summary():
+        typer.echo(
+            f"  {row['set']:<10} ({row['role']:<9}) still right: {row['value']:.2f} "
+            f"[95% CI {row['low']:.2f}, {row['high']:.2f}]; random heads "
+            f"{row['controls_p5']:.2f}-{row['controls_p95']:.2f} (5th-95th pct); p = {row['p']:.3f}"
+        )
+    for verdict in result.verdicts():
+        typer.echo(
+            "  Verdict: "
+            + ("specific" if verdict["specific"] else "not specific")
+            + " (specific = target p < 0.05 and every non-target p >= 0.05)."
+        )
+    return result

@@ -208,7 +208,11 @@ def rank_heads(
     evr = torch.full(shape, float("nan"), dtype=torch.float64)
     support = torch.zeros(*shape, 0, dtype=torch.long)
     tables: dict[str, torch.Tensor] = {}
-    settings: dict = {"center": center, "fold_final_norm": fold_final_norm}
+    settings: dict = {
+        "center": center,
+        "fold_final_norm": fold_final_norm,
+        "n_samples": activations.n_samples,
+    }
     k = 0
     if criterion in ("evr", "specificity"):
         evr, support = concept_evr(

@@ -105,13 +105,16 @@ def next_token_logprobs(
     width = max(len(g) for g in groups)
     index = torch.tensor([list(g) + [g[0]] * (width - len(g)) for g in groups])  # [G, w]
     valid = torch.tensor([[i < len(g) for i in range(width)] for g in groups])  # [G, w]
+    # Batches of similar length waste little compute on padding; rows are put back in order.
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=add_special).input_ids]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     out = []
     try:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
-                texts[start : start + batch_size],
+                [texts[i] for i in order[start : start + batch_size]],
                 return_tensors="pt",
                 padding=True,
                 add_special_tokens=add_special,
@@ -126,4 +129,6 @@ def next_token_logprobs(
             out.append(torch.logsumexp(picked, dim=-1))
     finally:
         tokenizer.padding_side = old_side
-    return torch.cat(out)
+    result = torch.empty(len(texts), len(groups))
+    result[torch.tensor(order)] = torch.cat(out)
+    return result

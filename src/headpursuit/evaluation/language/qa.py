@@ -1,190 +1,339 @@
-"""Question answering: do the concept's heads carry the answers of that concept only?
+"""Fact questions under head interventions: do a concept's heads carry that concept only?
 
-Target questions have answers in the concept (a country); non-target questions do not
-(capital cities, continents, numbers). Heads are selected on texts about a disjoint set of
-countries (:func:`~headpursuit.tasks.data.split_countries`) and evaluated on questions
-about the others. Scores are token F1 (max over aliases), normalised by the unmodified
-model.
+The protocol (docs/method.md, "Evaluation"):
+
+1. Heads are ranked on the *dev* split: the dev questions of every concept are captured
+   (plain ``"Question: ...\\nAnswer:"`` prompts, mean-pooled), and every head is scored for
+   the concept's built-in word list under the chosen criterion.
+2. Effects are measured on the *test* split, on the questions the unmodified model answers
+   right (its answer ranks first among the concept's candidate answers): the target
+   concept's questions and, as matched non-targets, the other concepts' questions of the
+   same shape.
+3. Scoring is teacher-forced: one forward pass per question gives the log-probability of
+   every candidate answer as the next token. Small models have a favourite answer (SmolLM2
+   says "red" to most colour questions), so each candidate's log-probability is calibrated
+   by subtracting its mean over all questions of the set under the *unmodified* model (one
+   fixed vector per set, used in every arm); ``correct`` is 1 when the right answer ranks
+   first after calibration. The headline arms are also scored by greedy generation
+   (``gen_f1``: token F1 of the first generated line against the answer, the paper's QA
+   scoring).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from ...activations.capture import capture
+from ...activations.store import Activations
 from ...errors import InputError
 from ...models.architectures import AttentionSites
 from ...models.loading import LoadedModel
-from ...ranking.concepts import concept_from_words, resolve_concept
-from ...steering.generation import generate
-from . import data
-from .metrics import exact_match, normalize_answer, token_f1
-from .selection import TaskResult, heads_for_percent, run_conditions, select_ranking
+from ...ranking.concepts import resolve_concept, word_token_ids
+from ...ranking.criteria import DEFAULT_CRITERION, DEFAULT_N_RANDOM, rank_heads
+from ...ranking.head_ranking import HeadRanking
+from ...steering.generation import generate, next_token_logprobs
+from ..experiment import ExperimentResult, ItemSet, heads_for_percent, run_experiment
+from . import facts as fact_data
+from .metrics import token_f1
 
-INSTRUCTION = "Answer with a short phrase only. "
-
-#: Non-target categories whose answers are place names (cities, continents). They are
-#: reported on their own and left out of ``nontarget_f1``: a capital-city question needs the
-#: same geographic knowledge as a capital-to-country one.
-PLACE_CATEGORIES = ("city", "continent")
-
-
-def contains_answer(prediction: str, answers: Sequence[str]) -> float:
-    """1.0 if any normalised alias appears as a whole-word phrase in the normalised prediction."""
-    pred = f" {normalize_answer(prediction)} "
-    return float(any(f" {normalize_answer(a)} " in pred for a in answers if normalize_answer(a)))
+#: Fact concept -> the built-in word list whose tokens rank its heads.
+CONCEPT_WORDS = {"countries": "countries", "colours": "colors", "numbers": "numbers"}
+#: The comparison rankings of every QA experiment.
+COMPARISONS = ("evr", "logit_lens")
 
 
-def score_questions(
+@dataclass
+class FactSet:
+    """The questions of one concept and split that the unmodified model answers right.
+
+    Attributes:
+        concept: the fact concept.
+        facts: the questions kept.
+        answers: the concept's candidate answers for this tokenizer.
+        bias: ``[n_answers]`` each answer's mean log-probability over every question of the
+            split under the unmodified model (the calibration).
+        n_asked: how many questions of the split were asked before filtering.
+        n_known: how many of them the model answers right (before the ``max_items`` cap).
+    """
+
+    concept: str
+    facts: list[fact_data.Fact]
+    answers: fact_data.AnswerSet
+    bias: torch.Tensor
+    n_asked: int
+    n_known: int
+
+    @property
+    def item_set(self) -> tuple[str, ...]:
+        return tuple(f.entity for f in self.facts)
+
+
+def answer_logprobs(
     loaded: LoadedModel,
-    questions: Sequence[data.Question],
+    facts: Sequence[fact_data.Fact],
+    answers: fact_data.AnswerSet,
     *,
-    max_new_tokens: int = 12,
     batch_size: int = 32,
-) -> tuple[dict[str, float], list[str]]:
-    """Generate answers and score them.
+) -> torch.Tensor:
+    """``[n, n_answers]`` log-probability of every candidate answer after each question."""
+    prompts = [f.prompt for f in facts]
+    return next_token_logprobs(loaded, prompts, answers.token_ids, batch_size=batch_size)
+
+
+def score_facts(
+    loaded: LoadedModel,
+    facts: Sequence[fact_data.Fact],
+    answers: fact_data.AnswerSet,
+    bias: torch.Tensor,
+    *,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """Teacher-forced scores per question.
 
     Returns:
-        (metrics, answers). Metrics: ``target_f1``; ``nontarget_f1`` over questions whose
-        answers are no place names (numbers, everyday facts); ``target_em``,
-        ``target_contains``, ``nontarget_contains``; ``nontarget_all_f1`` over every
-        non-target question, capital cities included; ``<category>_f1`` per category.
+        ``correct``: 1 if the right answer has the highest calibrated score (log-probability
+        minus ``bias``), else 0; ``logprob``: the right answer's log-probability.
     """
-    prompts = [INSTRUCTION + q.question for q in questions]
-    _, answers = generate(loaded, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    by_group: dict[str, list[tuple[float, float, float]]] = {}
-    for q, a in zip(questions, answers, strict=True):
-        scores = (token_f1(a, q.answers), exact_match(a, q.answers), contains_answer(a, q.answers))
-        if q.target:
-            by_group.setdefault("target", []).append(scores)
-        else:
-            by_group.setdefault("nontarget_all", []).append(scores)
-            by_group.setdefault(q.category, []).append(scores)
-            if q.category not in PLACE_CATEGORIES:
-                by_group.setdefault("nontarget", []).append(scores)
+    logprobs = answer_logprobs(loaded, facts, answers, batch_size=batch_size)
+    return _scores(logprobs, facts, answers, bias)
 
-    def mean(group: str, index: int) -> float:
-        values = by_group.get(group, [])
-        return sum(v[index] for v in values) / len(values) if values else float("nan")
 
-    metrics = {
-        "target_f1": mean("target", 0),
-        "nontarget_f1": mean("nontarget", 0),
-        "target_em": mean("target", 1),
-        "target_contains": mean("target", 2),
-        "nontarget_contains": mean("nontarget", 2),
-        "nontarget_all_f1": mean("nontarget_all", 0),
+def _scores(
+    logprobs: torch.Tensor,
+    facts: Sequence[fact_data.Fact],
+    answers: fact_data.AnswerSet,
+    bias: torch.Tensor,
+) -> dict[str, np.ndarray]:
+    target = torch.tensor([answers.index(f.answer) for f in facts])
+    rows = torch.arange(len(facts))
+    calibrated = logprobs - bias
+    correct = (calibrated > calibrated[rows, target][:, None]).sum(1) == 0
+    return {
+        "correct": correct.double().numpy(),
+        "logprob": logprobs[rows, target].double().numpy(),
     }
-    groups = ("target", "nontarget", "nontarget_all")
-    for category in sorted(c for c in by_group if c not in groups):
-        metrics[f"{category}_f1"] = mean(category, 0)
-    return metrics, answers
+
+
+def generation_scores(
+    loaded: LoadedModel,
+    facts: Sequence[fact_data.Fact],
+    *,
+    max_new_tokens: int = 6,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """Greedy answers scored like the paper's QA: ``gen_f1``, token F1 of the first line."""
+    _, outputs = generate(
+        loaded,
+        [f.prompt for f in facts],
+        max_new_tokens=max_new_tokens,
+        chat=False,
+        batch_size=batch_size,
+    )
+    return {
+        "gen_f1": np.array(
+            [
+                token_f1(out.split("\n")[0], [f.answer, *fact_data._ALIASES.get(f.answer, [])])
+                for out, f in zip(outputs, facts, strict=True)
+            ]
+        )
+    }
+
+
+#: Known questions kept per concept and split (a seeded sample when there are more): the
+#: cost of every arm grows with it, and 200 items clustered by entity already give
+#: bootstrap CIs of a few percentage points.
+MAX_ITEMS = 200
+
+
+def known_facts(
+    loaded: LoadedModel,
+    concept: str,
+    split: str,
+    *,
+    seed: int = 0,
+    batch_size: int = 32,
+    max_items: int | None = MAX_ITEMS,
+    max_asked: int | None = None,
+) -> FactSet:
+    """The questions of ``split`` the unmodified model answers right (teacher-forced,
+    calibrated by the answers' mean log-probability over all the questions asked), at most
+    ``max_items`` of them. ``max_asked`` asks only that many of the split's questions (a
+    quick look; both samples are seeded by ``seed``)."""
+    facts, answers = fact_data.questions(loaded.tokenizer, concept, split, seed=seed)
+    if max_asked is not None and len(facts) > max_asked:
+        order = torch.randperm(len(facts), generator=torch.Generator().manual_seed(seed))
+        facts = [facts[i] for i in sorted(order[:max_asked].tolist())]
+    if not facts:
+        raise InputError(
+            f"No {concept} question of the {split} split can be scored with this tokenizer."
+        )
+    logprobs = answer_logprobs(loaded, facts, answers, batch_size=batch_size)
+    bias = logprobs.mean(0)
+    scores = _scores(logprobs, facts, answers, bias)
+    kept = [f for f, ok in zip(facts, scores["correct"], strict=True) if ok]
+    n_known = len(kept)
+    if max_items is not None and len(kept) > max_items:
+        order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(seed))
+        kept = [kept[i] for i in sorted(order[:max_items].tolist())]
+    return FactSet(concept, kept, answers, bias, len(facts), n_known)
+
+
+def capture_questions(
+    loaded: LoadedModel,
+    split: str = "dev",
+    *,
+    concepts: Sequence[str] = fact_data.CONCEPTS,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> Activations:
+    """Mean-pooled head outputs over every question of ``split`` of the given concepts."""
+    prompts = []
+    for concept in concepts:
+        facts, _ = fact_data.questions(loaded.tokenizer, concept, split, seed=seed)
+        prompts += [f.prompt for f in facts]
+    return capture(loaded, prompts, pooling="mean", batch_size=batch_size, progress=progress)
+
+
+def rank_concept(
+    loaded: LoadedModel,
+    activations: Activations,
+    concept: str,
+    criterion: str = DEFAULT_CRITERION,
+    *,
+    n_random: int = DEFAULT_N_RANDOM,
+    seed: int = 0,
+    layers: tuple[int, int] | None = None,
+) -> HeadRanking:
+    """Every head scored for a fact concept's built-in word list."""
+    words = resolve_concept(loaded.tokenizer, CONCEPT_WORDS[concept])
+    return rank_heads(
+        activations,
+        AttentionSites(loaded.model),
+        words.token_ids,
+        criterion=criterion,
+        concept=concept,
+        n_random=n_random,
+        random_pool=word_token_ids(loaded.tokenizer),
+        seed=seed,
+        layers=layers,
+    )
 
 
 def run_qa(
     loaded: LoadedModel,
+    concept: str,
     *,
+    sets: dict[str, FactSet] | None = None,
+    activations: Activations | None = None,
+    rankings: Mapping[str, HeadRanking] | None = None,
+    criterion: str = DEFAULT_CRITERION,
+    comparisons: Sequence[str] = COMPARISONS,
     percents: Sequence[float] = (1.0, 2.0, 3.0),
     ks: Sequence[int] | None = None,
-    interventions: Sequence[str] = ("0",),
-    method: str = "specificity",
-    window: tuple[int, int] | None = None,
-    control_seeds: Sequence[int] = (0, 1, 2, 3, 4),
-    n_atoms: int = 10,
-    n_random: int = 5,
-    split_seed: int = 0,
-    n_sums: int = 20,
-    triviaqa: str | Path | None = None,
-    selection_texts: Sequence[str] | None = None,
-    max_questions: int | None = None,
-    max_new_tokens: int = 12,
+    alphas: Sequence[float] = (-1.0,),
+    n_controls: int = 20,
+    seed: int = 0,
+    split: str = "test",
+    layers: tuple[int, int] | None = None,
+    headline: bool = True,
+    batch_size: int = 32,
     output: str | Path | None = None,
     log: Callable[[str], None] | None = None,
-) -> TaskResult:
-    """Country QA with selected, logit-lens, matched-random heads and the unmodified model.
+) -> ExperimentResult:
+    """The concept's heads against matched controls on target and matched non-target questions.
 
     Args:
-        percents: k as a percentage of all heads (ignored if ``ks`` is given).
-        interventions: α values as strings, or "mean" (mean ablation).
-        method, window: selection protocol (see :mod:`~headpursuit.tasks.selection`).
-        triviaqa: optional TriviaQA-style file; its items whose answer is a country are
-            target. Heads are then selected on ``selection_texts`` (default: texts about
-            all bundled countries), which must not overlap the file's questions.
-        max_questions: evaluate at most this many target and non-target questions each.
-        output: write the results JSON here.
+        concept: one of :data:`~headpursuit.evaluation.language.facts.CONCEPTS`; its
+            questions are the target set, the other concepts' the non-target sets.
+        sets: precomputed :func:`known_facts` per concept (default: computed on ``split``).
+        activations: precomputed :func:`capture_questions` of the dev split.
+        rankings: precomputed :func:`rank_concept` rankings of this concept by criterion
+            (missing ones are computed).
+        criterion, comparisons: the ranking under test and the comparison rankings.
+        percents / ks: head counts as % of all heads, or explicitly.
+        alphas: scales (−1: the paper's flip).
+        n_controls: matched control sets per (k, α).
+        split: the split the effects are measured on ("test"; "dev" for protocol choices).
+        headline: also score greedy generations (baseline, rankings, 5 controls).
     """
-    sites = AttentionSites(loaded.model)
-    select_rows, eval_rows = data.split_countries(split_seed)
-    if triviaqa is not None:
-        all_names = [a for r in data.countries() for a in r["aliases"]]
-        questions = data.read_triviaqa(triviaqa, target_answers=all_names)
-        texts = list(selection_texts or data.selection_texts_countries(data.countries()))
-        concept = resolve_concept(loaded.tokenizer, "countries")
-    else:
-        questions = data.capital_to_country(eval_rows) + data.nontarget_questions(
-            eval_rows, n_sums=n_sums, seed=split_seed
+    if concept not in fact_data.CONCEPTS:
+        raise InputError(
+            f"Unknown QA concept {concept!r}; choose one of {', '.join(fact_data.CONCEPTS)}."
         )
-        texts = list(selection_texts or data.selection_texts_countries(select_rows))
-        # The dictionary: the selection countries only (evaluation answers stay unseen).
-        words = [a for r in select_rows for a in r["aliases"]]
-        concept = concept_from_words(loaded.tokenizer, words, name="countries")
-    asked = {q.question for q in questions}
-    if asked & set(texts):
-        raise InputError("Selection texts overlap evaluation questions; keep them disjoint.")
-    if max_questions is not None:
-        target = [q for q in questions if q.target][:max_questions]
-        other = [q for q in questions if not q.target][:max_questions]
-        questions = target + other
-    activations = capture(loaded, texts, pooling="mean", progress=False)
-    ranking = select_ranking(
-        method,
-        activations,
-        sites,
-        concept.token_ids,
-        concept="countries",
-        window=window,
-        n_atoms=n_atoms,
-        n_random=n_random,
-        seed=split_seed,
+    sets = sets or {
+        c: known_facts(loaded, c, split, seed=seed, batch_size=batch_size)
+        for c in fact_data.CONCEPTS
+    }
+    for name, fact_set in sets.items():
+        if not fact_set.facts:
+            raise InputError(f"The model answers no {name} question of the {split} split right.")
+    say = log or (lambda text: None)
+    known = dict(rankings or {})
+    for name in dict.fromkeys([criterion, *comparisons]):
+        if name not in known:
+            if activations is None:
+                say("Capturing the dev questions for head selection...")
+                activations = capture_questions(loaded, "dev", seed=seed, batch_size=batch_size)
+            start = time.perf_counter()
+            known[name] = rank_concept(loaded, activations, concept, name, seed=seed, layers=layers)
+            say(f"Ranked heads for {concept} by {name} ({time.perf_counter() - start:.1f} s)")
+    ranking = known[criterion]
+    others = [known[c] for c in comparisons if c != criterion]
+    sites = AttentionSites(loaded.model)
+    chosen_ks = (
+        list(ks) if ks else [heads_for_percent(p, sites.n_layers * sites.n_heads) for p in percents]
     )
-    lens = select_ranking(
-        "logit_lens", activations, sites, concept.token_ids, concept="countries", window=window
-    )
-    total = sites.n_layers * sites.n_heads
-    chosen_ks = list(ks) if ks else [heads_for_percent(p, total) for p in percents]
+    order = [concept, *[c for c in sets if c != concept]]
+    item_sets = [
+        ItemSet(c, "target" if c == concept else "nontarget", sets[c].item_set) for c in order
+    ]
 
-    def evaluate() -> dict[str, float]:
-        return score_questions(loaded, questions, max_new_tokens=max_new_tokens)[0]
+    def evaluate() -> dict[str, dict[str, np.ndarray]]:
+        return {
+            c: score_facts(
+                loaded, sets[c].facts, sets[c].answers, sets[c].bias, batch_size=batch_size
+            )
+            for c in order
+        }
 
-    baseline, conditions = run_conditions(
+    def generate_all() -> dict[str, dict[str, np.ndarray]]:
+        return {c: generation_scores(loaded, sets[c].facts, batch_size=batch_size) for c in order}
+
+    result = run_experiment(
         loaded,
-        ranking,
-        lens,
-        evaluate,
+        task="qa",
+        concept=concept,
+        sets=item_sets,
+        evaluate=evaluate,
+        primary="correct",
+        selected=ranking,
+        others=others,
         ks=chosen_ks,
-        interventions=list(interventions),
-        control_seeds=list(control_seeds),
-        mean_output=activations.pooled.mean(0),
+        alphas=alphas,
+        n_controls=n_controls,
+        seed=seed,
+        headline=generate_all if headline else None,
+        config={
+            "split": split,
+            "split_seed": seed,
+            "prompt": fact_data.PROMPT,
+            "n_asked": {c: sets[c].n_asked for c in order},
+            "n_known": {c: sets[c].n_known for c in order},
+            "n_items": {c: len(sets[c].facts) for c in order},
+            "n_entities": {c: len(fact_data.entities(sets[c].facts)) for c in order},
+            "n_selection_prompts": ranking.settings.get("n_samples"),
+            "comparisons": [o.criterion for o in others],
+            "percents": list(percents) if not ks else None,
+        },
         log=log,
     )
-    config = {
-        "model_id": loaded.model_id,
-        "method": method,
-        "window": list(window) if window else None,
-        "ks": chosen_ks,
-        "interventions": list(interventions),
-        "control_seeds": list(control_seeds),
-        "n_atoms": n_atoms,
-        "n_random": n_random,
-        "split_seed": split_seed,
-        "n_selection_texts": len(texts),
-        "n_target_questions": sum(q.target for q in questions),
-        "n_nontarget_questions": sum(not q.target for q in questions),
-        "triviaqa": str(triviaqa) if triviaqa else None,
-        "max_new_tokens": max_new_tokens,
-    }
-    result = TaskResult.build("qa", "countries", config, baseline, conditions)
     if output is not None:
         result.save(output)
     return result

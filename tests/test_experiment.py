@@ -1,0 +1,114 @@
+"""The experiment engine: arms, matched controls, statistics and verdicts, round trips."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import random_prompts, tiny_model
+from headpursuit import AttentionSites, Head, capture, rank_heads
+from headpursuit.evaluation.experiment import ArmResult, ExperimentResult, ItemSet, run_experiment
+
+
+def _planted(nontarget_selected: float) -> ExperimentResult:
+    """Target: 10 items in 5 entities; the selected heads keep 3 of 10 right; 20 controls
+    keep 8 to 10. Non-target: 10 items; the selected heads keep ``nontarget_selected``."""
+    clusters = tuple(f"e{i // 2}" for i in range(10))
+    sets = [ItemSet("target", "target", clusters), ItemSet("other", "nontarget", clusters)]
+    ones = [1.0] * 10
+    baseline = ArmResult("baseline", 0, 1.0, [], {"target": {"correct": 1.0}, "other": {"correct": 1.0}},
+                         {"target": {"correct": ones}, "other": {"correct": ones}})  # fmt: skip
+    selected_target = [1.0, 1.0, 1.0] + [0.0] * 7
+    n_other = round(nontarget_selected * 10)
+    selected_other = [1.0] * n_other + [0.0] * (10 - n_other)
+    arms = [
+        baseline,
+        ArmResult("selected", 2, -1.0, [Head(1, 0), Head(2, 1)],
+                  {"target": {"correct": 0.3}, "other": {"correct": nontarget_selected}},
+                  {"target": {"correct": selected_target}, "other": {"correct": selected_other}}),
+    ]  # fmt: skip
+    for s in range(20):
+        value = 0.8 + 0.01 * s  # 0.80 .. 0.99
+        arms.append(
+            ArmResult("control", 2, -1.0, [Head(1, 1), Head(2, 2)],
+                      {"target": {"correct": value}, "other": {"correct": value}}, seed=s)
+        )  # fmt: skip
+    return ExperimentResult("qa", "target", "toy", "f" * 16, "correct", "decrease", sets, arms)
+
+
+def test_summary_and_verdict_on_a_planted_effect():
+    result = _planted(nontarget_selected=0.9)
+    rows = {(r["set"], r["arm"]): r for r in result.summary()}
+    target = rows[("target", "selected")]
+    assert target["value"] == pytest.approx(0.3)
+    assert target["low"] <= 0.3 <= target["high"] < 0.8
+    assert target["p"] == pytest.approx(1 / 21)  # no control at or below 0.3
+    assert target["controls_mean"] == pytest.approx(np.mean([0.8 + 0.01 * s for s in range(20)]))
+    other = rows[("other", "selected")]
+    # 0.9 lies inside the controls: 11 of 20 are at or below it.
+    assert other["p"] == pytest.approx((1 + 11) / 21)
+    verdict = result.verdicts()[0]
+    assert verdict["significant"] and verdict["specific"]
+
+
+def test_damage_beyond_the_controls_on_a_nontarget_is_not_specific():
+    verdict = _planted(nontarget_selected=0.5).verdicts()[0]
+    assert verdict["significant"] and not verdict["specific"]
+
+
+def test_experiment_round_trips(tmp_path):
+    result = _planted(nontarget_selected=0.9)
+    back = ExperimentResult.load(result.save(tmp_path / "qa.json"))
+    assert back.summary() == result.summary()
+    assert [a.heads for a in back.arms] == [a.heads for a in result.arms]
+    frame = back.to_frame()
+    assert set(frame["arm"]) == {"baseline", "selected", "control"}
+    assert frame[frame.arm == "selected"]["normalised"].tolist() == pytest.approx([0.3, 0.9])
+
+
+def test_run_experiment_plans_matched_controls_for_every_k_and_alpha():
+    loaded = tiny_model("llama_gqa")
+    sites = AttentionSites(loaded.model)
+    acts = capture(loaded, random_prompts(12), progress=False)
+    ranking = rank_heads(acts, sites, [5, 9, 40, 41], criterion="evr", n_atoms=2)
+    lens = rank_heads(acts, sites, [5, 9, 40, 41], criterion="logit_lens")
+    inputs = loaded.tokenizer(random_prompts(4, seed=9), padding=True, return_tensors="pt")
+    base = loaded.model(**inputs).logits.detach()
+    clusters = ("a", "a", "b", "c")
+
+    def evaluate():
+        logits = loaded.model(**inputs).logits.detach()
+        same = (logits.argmax(-1) == base.argmax(-1)).float().mean(-1).numpy()
+        return {"toy": {"correct": same, "shift": (logits - base).abs().mean((-1, -2)).numpy()}}
+
+    result = run_experiment(
+        loaded, task="toy", concept="toy", sets=[ItemSet("toy", "target", clusters)],
+        evaluate=evaluate, primary="correct", selected=ranking, others=[lens],
+        ks=[2, 3], alphas=[-1.0, 0.0], n_controls=20, seed=5,
+    )  # fmt: skip
+    assert result.arms[0].arm == "baseline" and result.arms[0].means["toy"]["shift"] == 0.0
+    assert result.settings() == [(2, -1.0), (3, -1.0), (2, 0.0), (3, 0.0)]
+    for k, alpha in result.settings():
+        arms = [a for a in result.arms if (a.k, a.alpha) == (k, alpha)]
+        selected = next(a for a in arms if a.arm == "selected")
+        assert selected.heads == ranking.top(k)
+        assert next(a for a in arms if a.arm == "logit_lens").heads == lens.top(k)
+        controls = [a for a in arms if a.arm == "control"]
+        assert [c.seed for c in controls] == list(range(5, 25))
+        for control in controls:
+            assert not set(control.heads) & set(selected.heads)
+            if not control.borrowed:
+                assert Counter(h.layer for h in control.heads) == Counter(
+                    h.layer for h in selected.heads
+                )
+            assert control.items == {}  # controls keep means only
+        assert len({tuple(c.heads) for c in controls}) > 1
+    # The same control draw for both alphas: the contrast is the scale, not the heads.
+    by_seed = {}
+    for arm in result.arms:
+        if arm.arm == "control" and arm.k == 2:
+            by_seed.setdefault(arm.seed, []).append(arm.heads)
+    assert all(a == b for a, b in by_seed.values())
+    assert result.summary()[0]["n_controls"] == 20
