@@ -138,8 +138,7 @@ def render() -> str:
         "minor non-target drop and no significant effect of random heads. k = 1–3 % below is "
         "that scale.",
         "",
-        "Other experiments: the vision-language testbed and its results are in "
-        "[vlm.md](vlm.md).",
+        "Other experiments: the vision-language testbed and its results are in [vlm.md](vlm.md).",
         "",
     ]
     verdict_rows = []

@@ -589,6 +589,7 @@ _ARTIFACT_MODULES = (
     "headpursuit.ranking.head_ranking",
     "headpursuit.ranking.explain",
     "headpursuit.steering.comparison",
+    "headpursuit.evaluation.experiment",
 )
 
 
