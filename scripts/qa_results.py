@@ -50,8 +50,10 @@ def run_model(name: str, concepts: list[str], n_controls: int, headline: bool) -
     from qa_common import dev_rankings
 
     from headpursuit import load_model
+    from headpursuit.evaluation.experiment import heads_for_percent
     from headpursuit.evaluation.language import facts
     from headpursuit.evaluation.language.qa import COMPARISONS, known_facts, run_qa
+    from headpursuit.models.architectures import AttentionSites
 
     chosen = protocol()
     alphas = sorted({PAPER_ALPHA, float(chosen["alpha"])})
@@ -71,6 +73,8 @@ def run_model(name: str, concepts: list[str], n_controls: int, headline: bool) -
     timings["known_test_s"] = time.perf_counter() - start
     for concept, fact_set in sets.items():
         print(f"{name} {concept}: {fact_set.n_known} of {fact_set.n_asked} test questions known")
+    sites = AttentionSites(loaded.model)
+    middle_k = heads_for_percent(PERCENTS[1], sites.n_layers * sites.n_heads)
     for concept in todo:
         start = time.perf_counter()
         rankings = dev_rankings(loaded, name, concept, [chosen["criterion"], *COMPARISONS])
@@ -86,6 +90,12 @@ def run_model(name: str, concepts: list[str], n_controls: int, headline: bool) -
             alphas=alphas,
             n_controls=n_controls,
             headline=headline,
+            # Greedy generation costs ~15 teacher-forced passes: only for the selected
+            # heads at the middle k with the paper's α (and the unmodified model).
+            headline_controls=0,
+            headline_when=lambda arm, k, alpha, mid=middle_k: (
+                arm == "selected" and k == mid and alpha == PAPER_ALPHA
+            ),
             output=out_dir / f"{concept}.json",
             log=lambda text, c=concept: print(f"{name} {c}: {text}", flush=True),
         )

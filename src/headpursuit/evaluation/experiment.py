@@ -409,6 +409,7 @@ def run_experiment(
     positions: str = "all",
     headline: Evaluator | None = None,
     headline_controls: int = 5,
+    headline_when: Callable[[str, int, float], bool] | None = None,
     config: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> ExperimentResult:
@@ -426,7 +427,9 @@ def run_experiment(
         direction: "decrease" for suppression (damage), "increase" for amplification.
         headline: an optional second, costlier evaluator (e.g. greedy generation scored
             like the paper) run on the baseline, the rankings' arms and the first
-            ``headline_controls`` control sets; its metrics are added to those arms' means
+            ``headline_controls`` control sets; ``headline_when(arm, k, alpha)`` can
+            restrict it further (the baseline is always scored). Its metrics are added
+            to those arms' means
             and items (prefixed by nothing: give them distinct names).
     """
     if direction not in DIRECTIONS:
@@ -453,7 +456,8 @@ def run_experiment(
         scale = 1.0 if alpha is None else alpha
         values, seconds = _evaluate(loaded, sites, evaluate, sets, heads, scale, positions)
         keep = name != "control"
-        if headline is not None and (keep or draw_seed - seed < headline_controls):
+        wanted = name == "baseline" or headline_when is None or headline_when(name, k, scale)
+        if headline is not None and wanted and (keep or draw_seed - seed < headline_controls):
             extra, more = _evaluate(loaded, sites, headline, sets, heads, scale, positions)
             values = {s.name: {**values[s.name], **extra[s.name]} for s in sets}
             seconds += more

@@ -243,6 +243,8 @@ def run_qa(
     split: str = "test",
     layers: tuple[int, int] | None = None,
     headline: bool = True,
+    headline_controls: int = 5,
+    headline_when: Callable[[str, int, float], bool] | None = None,
     batch_size: int = 32,
     output: str | Path | None = None,
     log: Callable[[str], None] | None = None,
@@ -261,7 +263,9 @@ def run_qa(
         alphas: scales (−1: the paper's flip).
         n_controls: matched control sets per (k, α).
         split: the split the effects are measured on ("test"; "dev" for protocol choices).
-        headline: also score greedy generations (baseline, rankings, 5 controls).
+        headline: also score greedy generations for the baseline, the rankings' arms and
+            the first ``headline_controls`` controls; ``headline_when(arm, k, alpha)``
+            restricts which of them.
     """
     if concept not in fact_data.CONCEPTS:
         raise InputError(
@@ -287,9 +291,9 @@ def run_qa(
     ranking = known[criterion]
     others = [known[c] for c in comparisons if c != criterion]
     sites = AttentionSites(loaded.model)
-    chosen_ks = (
-        list(ks) if ks else [heads_for_percent(p, sites.n_layers * sites.n_heads) for p in percents]
-    )
+    total = sites.n_layers * sites.n_heads
+    # Percentages of a small model can round to the same k; each k is run once.
+    chosen_ks = list(dict.fromkeys(ks or [heads_for_percent(p, total) for p in percents]))
     order = [concept, *[c for c in sets if c != concept]]
     item_sets = [
         ItemSet(c, "target" if c == concept else "nontarget", sets[c].item_set) for c in order
@@ -320,6 +324,8 @@ def run_qa(
         n_controls=n_controls,
         seed=seed,
         headline=generate_all if headline else None,
+        headline_controls=headline_controls,
+        headline_when=headline_when,
         config={
             "split": split,
             "split_seed": seed,
