@@ -140,7 +140,10 @@ def qa(
         "test"
     ),
     headline: Annotated[
-        bool, typer.Option(help="Also score greedy generations (token F1) for the headline arms.")
+        bool,
+        typer.Option(
+            help="Also score the selected heads' greedy answers (token F1, the paper's scoring)."
+        ),
     ] = True,
     seed: SeedOption = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Questions per forward pass.")] = 32,
@@ -189,6 +192,8 @@ def qa(
         split=split,
         layers=window,
         headline=headline,
+        headline_controls=0,
+        headline_when=lambda arm, k, alpha: arm == "selected",
         batch_size=batch_size,
         output=out,
         log=typer.echo,

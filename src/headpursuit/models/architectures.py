@@ -392,6 +392,7 @@ class AttentionSites:
         self.d_model: int = int(hidden)
         self.decoder = language_backbone(model)
         layer_list_name, layer_list = self._find_layer_list()
+        self.layer_list_name: str = layer_list_name  # relative to ``self.decoder``
         self.n_decoder_layers: int = len(layer_list)
         self.layers: list[LayerSite] = self._verify(layer_list_name, list(layer_list), table_spec)
         self.n_layers: int = len(self.layers)

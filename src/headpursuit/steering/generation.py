@@ -10,6 +10,7 @@ import torch
 from ..activations.prompts import adds_special_tokens, format_prompts
 from ..errors import InputError
 from ..models.loading import LoadedModel
+from .prefix import LayerPrefixCache, last_position_logits
 
 
 def generate(
@@ -80,6 +81,7 @@ def next_token_logprobs(
     *,
     batch_size: int = 32,
     chat: bool = False,
+    prefix: LayerPrefixCache | None = None,
 ) -> torch.Tensor:
     """Teacher-forced scoring: log-probability of each answer group as the next token.
 
@@ -91,6 +93,8 @@ def next_token_logprobs(
     Args:
         prompts: n texts (formatted with the chat template if ``chat``).
         groups: G lists of token ids.
+        prefix: reuse the hidden states below the first steered layer across calls with
+            the same prompts (:class:`~headpursuit.steering.prefix.LayerPrefixCache`).
 
     Returns:
         ``[n, G]`` float32 log-probabilities.
@@ -120,11 +124,12 @@ def next_token_logprobs(
                 add_special_tokens=add_special,
             )
             batch = {key: value.to(loaded.device) for key, value in batch.items()}
-            try:
-                logits = model(**batch, logits_to_keep=1).logits[:, -1]
-            except TypeError:  # a model without logits_to_keep
-                logits = model(**batch).logits[:, -1]
-            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()  # [b, V]
+            if prefix is None:
+                logits = last_position_logits(model, batch)
+            else:
+                key = (add_special, *(texts[i] for i in order[start : start + batch_size]))
+                logits = prefix.last_logits(key, batch)
+            logprobs = torch.log_softmax(logits, dim=-1).cpu()  # [b, V]
             picked = logprobs[:, index].masked_fill(~valid, -torch.inf)  # [b, G, w]
             out.append(torch.logsumexp(picked, dim=-1))
     finally:

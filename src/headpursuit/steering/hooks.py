@@ -14,12 +14,13 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
 
 from ..errors import InputError
-from ..heads import HeadLike, as_heads, check_heads
+from ..heads import Head, HeadLike, as_heads, check_heads
 from ..models.architectures import AttentionSites, image_token_id
 
 POSITIONS = ("all", "prompt", "generated", "image", "text")
@@ -58,6 +59,21 @@ def _cache_length(cache) -> int:
     if hasattr(cache, "get_seq_length"):
         return int(cache.get_seq_length())
     return int(cache[0][0].shape[-2]) if len(cache) else 0
+
+
+#: (model, heads) of every ``steer`` block open in this context, innermost last.
+_STEERED: ContextVar[tuple[tuple[nn.Module, tuple[Head, ...]], ...]] = ContextVar(
+    "headpursuit_steered", default=()
+)
+
+
+def steered_heads(model: nn.Module) -> list[Head]:
+    """The heads of ``model`` under intervention in the current context (open ``steer`` blocks).
+
+    Lets an evaluator know which layers an intervention can change, e.g. to reuse the
+    hidden states below the first steered layer (:class:`~headpursuit.steering.prefix.LayerPrefixCache`).
+    """
+    return [head for owner, heads in _STEERED.get() for head in heads if owner is model]
 
 
 #: ``edit(z, head)`` gets a head's slice ``[batch, tokens, head_dim]`` and returns its new value.
@@ -114,6 +130,7 @@ def steer(
     for head in heads:
         by_layer[head.layer].append(head.head)
     handles = []
+    token = _STEERED.set((*_STEERED.get(), (model, tuple(heads))))
     try:
         if tracker is not None:
             handles.append(model.register_forward_pre_hook(tracker, with_kwargs=True))
@@ -127,6 +144,7 @@ def steer(
     finally:
         for handle in handles:
             handle.remove()
+        _STEERED.reset(token)
 
 
 def _scale_hook(

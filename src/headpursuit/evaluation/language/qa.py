@@ -38,6 +38,7 @@ from ...ranking.concepts import resolve_concept, word_token_ids
 from ...ranking.criteria import DEFAULT_CRITERION, DEFAULT_N_RANDOM, rank_heads
 from ...ranking.head_ranking import HeadRanking
 from ...steering.generation import generate, next_token_logprobs
+from ...steering.prefix import LayerPrefixCache
 from ..experiment import ExperimentResult, ItemSet, heads_for_percent, run_experiment
 from . import facts as fact_data
 from .metrics import token_f1
@@ -80,10 +81,13 @@ def answer_logprobs(
     answers: fact_data.AnswerSet,
     *,
     batch_size: int = 32,
+    prefix: LayerPrefixCache | None = None,
 ) -> torch.Tensor:
     """``[n, n_answers]`` log-probability of every candidate answer after each question."""
     prompts = [f.prompt for f in facts]
-    return next_token_logprobs(loaded, prompts, answers.token_ids, batch_size=batch_size)
+    return next_token_logprobs(
+        loaded, prompts, answers.token_ids, batch_size=batch_size, prefix=prefix
+    )
 
 
 def score_facts(
@@ -93,14 +97,15 @@ def score_facts(
     bias: torch.Tensor,
     *,
     batch_size: int = 32,
+    prefix: LayerPrefixCache | None = None,
 ) -> dict[str, np.ndarray]:
-    """Teacher-forced scores per question.
+    """Teacher-forced scores per question (``prefix``: see :func:`next_token_logprobs`).
 
     Returns:
         ``correct``: 1 if the right answer has the highest calibrated score (log-probability
         minus ``bias``), else 0; ``logprob``: the right answer's log-probability.
     """
-    logprobs = answer_logprobs(loaded, facts, answers, batch_size=batch_size)
+    logprobs = answer_logprobs(loaded, facts, answers, batch_size=batch_size, prefix=prefix)
     return _scores(logprobs, facts, answers, bias)
 
 
@@ -299,10 +304,19 @@ def run_qa(
         ItemSet(c, "target" if c == concept else "nontarget", sets[c].item_set) for c in order
     ]
 
+    # Every arm scores the same questions: the layers below the first steered one are
+    # computed once per batch (checked against the full pass, see steering/prefix.py).
+    prefix = LayerPrefixCache(loaded, sites)
+
     def evaluate() -> dict[str, dict[str, np.ndarray]]:
         return {
             c: score_facts(
-                loaded, sets[c].facts, sets[c].answers, sets[c].bias, batch_size=batch_size
+                loaded,
+                sets[c].facts,
+                sets[c].answers,
+                sets[c].bias,
+                batch_size=batch_size,
+                prefix=prefix,
             )
             for c in order
         }
@@ -340,6 +354,11 @@ def run_qa(
         },
         log=log,
     )
+    result.config["forward_passes"] = {
+        "full": prefix.full_passes,
+        "from_first_steered_layer": prefix.short_passes,
+        "start_layers_trusted": {str(k): v for k, v in prefix.trusted.items()},
+    }
     if output is not None:
         result.save(output)
     return result
