@@ -146,10 +146,8 @@ def test_per_continuation_perplexity_matches_unpadded_forwards(tiny):
     got = continuation_perplexities(tiny, prompts, continuations, batch_size=3)
     for i, (prompt, continuation) in enumerate(zip(prompts, continuations, strict=True)):
         p = tiny.tokenizer.encode(prompt, add_special_tokens=False)
-        c = tiny.tokenizer.encode(continuation, add_special_tokens=False)
-        if not c:
-            assert math.isnan(got[i])
-            continue
+        # An empty continuation is scored as the end-of-sequence token alone.
+        c = tiny.tokenizer.encode(continuation, add_special_tokens=False) or [1]
         with torch.no_grad():
             logits = tiny.model(torch.tensor([p + c])).logits[0].double()
         logprobs = torch.log_softmax(logits, -1)
@@ -166,3 +164,28 @@ def test_smollm_emits_50_heldout_colour_words_on_the_test_split(smollm):
     task = word_task("colors")
     _, continuations = generate(smollm, task.test_prompts, max_new_tokens=MAX_NEW_TOKENS)
     assert task.counts(continuations)["heldout_freq"].sum() >= 50
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_cli_amplify_and_wordfreq_write_experiments(tiny, concept_file, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from headpursuit.cli import app
+    from headpursuit.models import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *args, **kwargs: tiny)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(random_prompts(16, seed=4)) + "\n")
+    common = ["--prompts", prompts, "--criterion", "evr", "--compare", "logit_lens", "--ks",
+              "2", "--controls", "2", "--max-new-tokens", "4"]  # fmt: skip
+    for command, alphas in (("wordfreq", "0"), ("amplify", "5")):
+        out = tmp_path / f"{command}.json"
+        args = [command, concept_file, *common, "--alphas", alphas, "--split", "dev", "-o", out]
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        saved = ExperimentResult.load(out)
+        assert saved.task == command and saved.config["split"] == "dev"
+        assert {a.arm for a in saved.arms} == {"baseline", "selected", "logit_lens", "control"}
+        assert "heldout_freq / unmodified model" in result.stdout
+        assert ("perplexity / unmodified model" in result.stdout) == (command == "amplify")
+        assert "significant" in result.stdout and f"Wrote {out}" in result.stdout

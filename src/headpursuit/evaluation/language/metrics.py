@@ -111,12 +111,15 @@ def continuation_nll(
     """Negative log-likelihood of each continuation given its prompt, under the model.
 
     Prompts are the exact strings that were fed to generation (chat template applied), and
-    continuations the decoded generated text; only continuation tokens are scored. Call it
-    outside any :func:`~headpursuit.steer` block to score with the unmodified model.
+    continuations the decoded generated text; only continuation tokens are scored. An empty
+    continuation (the model ended its turn at once) is scored as the end-of-sequence token
+    alone, so that it counts as unlikely rather than as missing. Call it outside any
+    :func:`~headpursuit.steer` block to score with the unmodified model.
 
     Returns:
         ``nll``: ``[n]`` the summed negative log-likelihood of each continuation's tokens;
-        ``tokens``: ``[n]`` how many tokens each has (0 for an empty continuation).
+        ``tokens``: ``[n]`` how many tokens were scored (0 only for an empty continuation
+        of a tokenizer without an end-of-sequence token).
     """
     if len(prompts) != len(continuations):
         raise InputError("One continuation per prompt.")
@@ -137,6 +140,8 @@ def continuation_nll(
         ):
             p = tokenizer.encode(prompt, add_special_tokens=False)
             c = tokenizer.encode(cont, add_special_tokens=False)
+            if not c and tokenizer.eos_token_id is not None:
+                c = [tokenizer.eos_token_id]
             if not c:
                 continue
             rows.append(start + offset)
@@ -179,7 +184,7 @@ def continuation_perplexities(
     loaded, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int = 16
 ) -> np.ndarray:
     """``[n]`` the perplexity of each continuation given its prompt (see
-    :func:`continuation_nll`); NaN for an empty continuation."""
+    :func:`continuation_nll`; NaN only where nothing could be scored)."""
     nll, tokens = continuation_nll(loaded, prompts, continuations, batch_size=batch_size)
     out = np.full(len(prompts), np.nan)
     scored = tokens > 0
