@@ -141,7 +141,9 @@ def print_experiment(result: Any, output: Path | None = None, also: tuple[str, .
     _print_table(result)
     for metric in also:
         if any(metric in means for means in result.baseline.means.values()):
-            typer.echo(f"{metric} / unmodified model (p in the same direction, {result.direction}):")
+            typer.echo(
+                f"{metric} / unmodified model (p in the same direction, {result.direction}):"
+            )
             _print_table(result, metric)
     for verdict in result.verdicts():
         if verdict["specific"] is None:  # no non-target set: only significance is tested
