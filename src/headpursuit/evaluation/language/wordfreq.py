@@ -125,8 +125,12 @@ def split_prompts(prompts: Sequence[str], seed: int = 0) -> tuple[list[str], lis
     half = len(order) // 2
     evaluation = order[half:]
     n_dev = min(max(round(DEV_FRACTION * len(evaluation)), 1), len(evaluation) - 1)
-    parts = (set(order[:half]), set(evaluation[:n_dev]), set(evaluation[n_dev:]))
-    return tuple([p for p in unique if p in part] for part in parts)  # type: ignore[return-value]
+    selection, dev = set(order[:half]), set(evaluation[:n_dev])
+    return (
+        [p for p in unique if p in selection],
+        [p for p in unique if p in dev],
+        [p for p in unique if p not in selection and p not in dev],
+    )
 
 
 def word_task(
