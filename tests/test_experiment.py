@@ -112,3 +112,24 @@ def test_run_experiment_plans_matched_controls_for_every_k_and_alpha():
             by_seed.setdefault(arm.seed, []).append(arm.heads)
     assert all(a == b for a, b in by_seed.values())
     assert result.summary()[0]["n_controls"] == 20
+
+
+def test_verdicts_without_a_nontarget_set_test_significance_only():
+    planted = _planted(nontarget_selected=0.9)
+    only_target = ExperimentResult(
+        "wordfreq", "target", "toy", "f" * 16, "correct", "decrease", planted.sets[:1],
+        [ArmResult(a.arm, a.k, a.alpha, a.heads,
+                   {"target": a.means["target"]},
+                   {"target": a.items["target"]} if a.items else {}, a.seed)
+         for a in planted.arms],
+    )  # fmt: skip
+    verdict = only_target.verdicts()[0]
+    assert verdict["significant"] and verdict["target_p"] == pytest.approx(1 / 21)
+    assert verdict["specific"] is None and np.isnan(verdict["nontarget_p"])
+    # A setting the selected heads do not beat: not significant, still not judged specific.
+    weak = _planted(nontarget_selected=0.9)
+    weak.arms[1].items["target"]["correct"] = [1.0] * 9 + [0.0]
+    weak.arms[1].means["target"]["correct"] = 0.9
+    weak.sets = weak.sets[:1]
+    verdict = weak.verdicts()[0]
+    assert not verdict["significant"] and verdict["specific"] is None

@@ -1,4 +1,5 @@
-"""The language tasks end to end on the real embedded SmolLM2, on tiny inputs."""
+"""The language tasks' shared pieces: bundled data and readers, head counts, generation and
+perplexity on the real embedded SmolLM2 (the experiments: test_qa.py, test_wordfreq.py)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,18 @@ import math
 import pytest
 import torch
 
-from headpursuit import AttentionSites, capture, steer
+from headpursuit import steer
+from headpursuit.errors import InputError
+from headpursuit.evaluation.experiment import heads_for_percent
 from headpursuit.evaluation.language import data
-from headpursuit.evaluation.language.selection import (
-    heads_for_percent,
-    parse_intervention,
-    select_ranking,
-)
-from headpursuit.evaluation.language.wordfreq import run_wordfreq
 from headpursuit.steering.generation import generate
 
 
-def test_parse_intervention_and_percent():
-    assert parse_intervention("mean") == ("mean", 1.0)
-    assert parse_intervention("-0.5") == ("scale", -0.5)
-    with pytest.raises(ValueError):
-        parse_intervention("flip")
+def test_heads_for_percent():
     assert [heads_for_percent(p, 270) for p in (1, 2, 3)] == [3, 5, 8]
     assert heads_for_percent(0.01, 270) == 1
+    with pytest.raises(InputError, match="percentage"):
+        heads_for_percent(0, 270)
 
 
 def test_bundled_data_is_disjoint_and_readers_work(tmp_path):
@@ -52,23 +47,6 @@ def test_bundled_data_is_disjoint_and_readers_work(tmp_path):
 
 
 @pytest.mark.slow
-def test_selection_protocols_and_window(smollm):
-    sites = AttentionSites(smollm.model)
-    texts = data.selection_texts_countries(data.split_countries(0)[0][:4])
-    acts = capture(smollm, texts, progress=False)
-    token_ids = smollm.tokenizer.encode(" France Germany Japan", add_special_tokens=False)
-    for method in ("evr", "specificity", "logit_lens"):
-        ranking = select_ranking(
-            method, acts, sites, token_ids, window=(10, 29), n_random=1, n_atoms=2
-        )
-        assert ranking.scores.shape == (sites.n_layers, sites.n_heads)
-        assert all(10 <= h.layer <= 29 for h in ranking.top(8))
-        assert torch.isfinite(ranking.scores).all() and ranking.layers == (10, 29)
-    plain = select_ranking("evr", acts, sites, token_ids, n_atoms=2)
-    assert plain.with_window(None).order() == plain.order()
-
-
-@pytest.mark.slow
 def test_generate_left_pads_and_alpha_one_is_identity(smollm):
     prompts = ["What is 2 plus 2?", "Name a colour of the sky on a clear day, please."]
     _, alone = generate(smollm, prompts[:1], max_new_tokens=6)
@@ -77,41 +55,6 @@ def test_generate_left_pads_and_alpha_one_is_identity(smollm):
     with steer(smollm.model, [(20, 1), (25, 3)], 1.0):
         _, same = generate(smollm, prompts, max_new_tokens=6)
     assert same == batched
-
-
-@pytest.mark.slow
-def test_run_wordfreq_and_amplify_tiny(smollm, tmp_path):
-    from headpursuit.evaluation.language.amplify import run_amplify
-
-    prompts = data.NEUTRAL_PROMPTS[:4]
-    result = run_wordfreq(
-        smollm,
-        "colors",
-        prompts=prompts,
-        ks=[2],
-        interventions=["1", "mean"],
-        control_seeds=[0],
-        n_random=1,
-        max_new_tokens=8,
-        output=tmp_path / "wf.json",
-    )
-    frame = result.to_frame()
-    base = frame[frame.arm == "baseline"].iloc[0]
-    same = frame[frame.intervention == "1"]
-    assert (same["all_freq"] == base["all_freq"]).all()
-    assert not set(result.config["heldout_words"]) & set(result.config["selection_words"])
-    amplified = run_amplify(
-        smollm,
-        "colors",
-        prompts=prompts,
-        ks=[1],
-        alphas=["1"],
-        control_seeds=[0],
-        max_new_tokens=8,
-    )
-    frame = amplified.to_frame()
-    assert "perplexity" in frame.columns
-    assert (frame["perplexity_norm"] == 1.0).all()
 
 
 @pytest.mark.slow
@@ -133,18 +76,4 @@ def test_continuation_perplexity_matches_a_hand_computation(smollm):
     expected = math.exp(nll / count)
     assert continuation_perplexity(smollm, prompts, continuations) == pytest.approx(
         expected, rel=1e-4
-    )
-
-
-def test_random_controls_fall_back_to_nearest_layers():
-    from headpursuit import Head
-    from headpursuit.evaluation.language.selection import random_controls
-
-    selected = [Head(23, i) for i in range(5)] + [Head(29, 0)]
-    controls = random_controls(selected, 30, 9, seed=1)
-    assert len(set(controls)) == len(selected) and not set(controls) & set(selected)
-    assert sum(h.layer == 23 for h in controls) == 4 and sum(h.layer == 29 for h in controls) == 1
-    assert {h.layer for h in controls} <= {22, 23, 24, 29}
-    assert random_controls(selected[:2], 30, 9, seed=1) == random_controls(
-        selected[:2], 30, 9, seed=1
     )

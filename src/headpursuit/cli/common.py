@@ -235,19 +235,6 @@ def parse_numbers(
     return values
 
 
-def parse_interventions(text: str, option: str = "--alphas") -> list[str]:
-    """``"-1, mean"`` -> ``["-1", "mean"]``: each a finite α or ``mean``, checked now."""
-    from ..errors import InputError
-
-    parts = parse_list(text)
-    numbers = [p for p in parts if p.lower() not in ("mean", "mean-ablation", "mean_ablation")]
-    if numbers:
-        parse_numbers(",".join(numbers), option)
-    if not parts:
-        raise InputError(f"{option} is empty; give comma-separated α values or 'mean'.")
-    return parts
-
-
 def existing_file(path: Path, what: str) -> Path:
     """Refuse a path that is not a readable file, naming ``what`` it should be."""
     from ..errors import InputError

@@ -18,81 +18,113 @@ from .common import (
     SeedOption,
     app,
     check_model_options,
+    existing_file,
     handle_errors,
     load,
     out_option,
-    parse_interventions,
     parse_list,
     parse_numbers,
     parse_window,
 )
 
-ModelOpt = Annotated[
-    str | None, typer.Option(help="Model directory, hub id or GGUF (default: embedded).")
-]
 PercentsOpt = Annotated[str, typer.Option(help="k as % of all heads, comma-separated.")]
 KsOpt = Annotated[str | None, typer.Option(help="Explicit head counts (overrides --percents).")]
-MethodOpt = Annotated[str, typer.Option(help="Head selection: evr, specificity or logit_lens.")]
 WindowOpt = Annotated[str | None, typer.Option(help="Layer window MIN:MAX for selection.")]
-SeedsOpt = Annotated[int, typer.Option(min=0, help="Matched random control seeds.")]
-ConceptArg = Annotated[str, typer.Argument(help="Built-in concept, 'profanity' or a file.")]
+CriterionOpt = Annotated[
+    str | None,
+    typer.Option(help="Head ranking: evr, specificity, logit_lens (default: the library's)."),
+]
+CompareOpt = Annotated[
+    str, typer.Option(help="Comparison rankings, comma-separated ('' for none).")
+]
+ControlsOpt = Annotated[
+    int, typer.Option(min=1, help="Matched random control head sets per (k, alpha).")
+]
+SplitOpt = Annotated[str, typer.Option(help="Split the effects are measured on: test or dev.")]
+ConceptArg = Annotated[str, typer.Argument(help="Built-in concept, 'profanity' or a word file.")]
 PromptsOpt = Annotated[
-    Path | None, typer.Option(help="Prompts: RealToxicityPrompts JSONL or text.")
+    Path | None,
+    typer.Option(help="Prompts: RealToxicityPrompts JSONL or text (default: the bundled set)."),
 ]
 TokensOpt = Annotated[int, typer.Option(min=1, help="Tokens generated per prompt.")]
-OutputOpt = Annotated[Path, typer.Option(help="Results JSON.")]
 
 
-def _parse_window(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        low, high = (int(x) for x in text.split(":"))
-    except ValueError as error:
-        raise InputError(f"Write the layer window as MIN:MAX, got {text!r}.") from error
-    return low, high
+def _criteria(criterion: str | None, compare: str) -> tuple[str, list[str]]:
+    """The ranking under test (default: the library's) and the comparison rankings, checked."""
+    from ..ranking.criteria import CRITERIA, DEFAULT_CRITERION
+
+    criterion = criterion or DEFAULT_CRITERION
+    comparisons = parse_list(compare)
+    for name in [criterion, *comparisons]:
+        if name not in CRITERIA:
+            raise InputError(f"Unknown criterion {name!r}; choose one of {', '.join(CRITERIA)}.")
+    return criterion, comparisons
 
 
-def _selection(
-    percents: str, ks: str | None, method: str, window: str | None, seeds: int
-) -> dict[str, Any]:
-    """The head-selection keyword arguments shared by every task, checked before any work."""
-    from ..evaluation.language.selection import METHODS
-
-    if method not in METHODS:
-        raise InputError(f"Unknown --method {method!r}; choose one of {', '.join(METHODS)}.")
-    return dict(
-        percents=parse_numbers(percents, "--percents", minimum=1e-9, maximum=100),
-        ks=parse_numbers(ks, "--ks", integer=True, minimum=1) if ks else None,
-        method=method,
-        window=_parse_window(window),
-        control_seeds=list(range(seeds)),
-    )
-
-
-def _check_output(output: Path) -> None:
+def _word_experiment(
+    run: Any,
+    *,
+    concept: str,
+    model: str | None,
+    dtype: Dtype,
+    device: str | None,
+    device_map: str | None,
+    prompts: Path | None,
+    criterion: str | None,
+    compare: str,
+    percents: str,
+    ks: str | None,
+    alphas: str,
+    layers: str | None,
+    controls: int,
+    split: str,
+    max_new_tokens: int,
+    seed: int,
+    out: Path,
+    **extra: Any,
+) -> None:
+    """Check every option of ``wordfreq`` / ``amplify``, then load the model and run."""
+    from ..evaluation.language.wordfreq import SPLITS, word_task
     from ..io import check_writable
 
-    check_writable(output, what="results file")
+    if split not in SPLITS:
+        raise InputError(f"Unknown --split {split!r}; choose one of {', '.join(SPLITS)}.")
+    criterion, comparisons = _criteria(criterion, compare)
+    chosen_percents = parse_numbers(percents, "--percents", minimum=1e-9, maximum=100)
+    chosen_ks = parse_numbers(ks, "--ks", integer=True, minimum=1) if ks else None
+    chosen_alphas = parse_numbers(alphas, "--alphas")
+    window = parse_window(layers)
+    check_model_options(device, device_map)
+    if prompts is not None:
+        existing_file(prompts, "prompt file")
+    task = word_task(concept, prompts, seed=seed)
+    check_writable(out, what="results file")
+    result = run(
+        load(model, dtype, device, device_map),
+        task,
+        criterion=criterion,
+        comparisons=comparisons,
+        percents=chosen_percents,
+        ks=chosen_ks,
+        alphas=chosen_alphas,
+        n_controls=controls,
+        seed=seed,
+        split=split,
+        layers=window,
+        max_new_tokens=max_new_tokens,
+        output=out,
+        log=typer.echo,
+        **extra,
+    )
+    print_experiment(result, out, also=("perplexity",))
 
 
-def _print(result, output: Path) -> None:
-    summary = result.summary()
-    columns = ["k", "intervention", "arm"] + [
-        c for c in summary.columns if c.endswith("_norm") or c.endswith("_norm_std")
-    ]
-    typer.echo(f"baseline: {result.baseline}")
-    typer.echo(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    typer.echo(f"wrote {output}")
-
-
-def print_experiment(result: Any, output: Path | None = None) -> None:
-    """The experiment's table (normalised primary metric, CI, controls, p) and verdicts."""
+def _print_table(result: Any, metric: str | None = None) -> None:
     typer.echo(
         f"{'set':<10} {'role':<9} {'k':>3} {'alpha':>5} {'arm':<12} {'value':>6} "
         f"{'95% CI':>15} {'controls p5-p95':>15} {'p':>6}"
     )
-    for row in result.summary():
+    for row in result.summary(metric):
         p = "" if math.isnan(row["p"]) else f"{row['p']:.3f}"
         ci = f"[{row['low']:.3f}, {row['high']:.3f}]"
         spread = f"{row['controls_p5']:.3f}-{row['controls_p95']:.3f}"
@@ -100,7 +132,27 @@ def print_experiment(result: Any, output: Path | None = None) -> None:
             f"{row['set']:<10} {row['role']:<9} {row['k']:>3} {row['alpha']:>5g} "
             f"{row['arm']:<12} {row['value']:>6.3f} {ci:>15} {spread:>15} {p:>6}"
         )
+
+
+def print_experiment(result: Any, output: Path | None = None, also: tuple[str, ...] = ()) -> None:
+    """The experiment's table (normalised primary metric, CI, controls, p), the tables of
+    the metrics in ``also`` (those the run measured), and the verdicts."""
+    typer.echo(f"{result.primary} / unmodified model:")
+    _print_table(result)
+    for metric in also:
+        if any(metric in means for means in result.baseline.means.values()):
+            typer.echo(
+                f"{metric} / unmodified model (p in the same direction, {result.direction}):"
+            )
+            _print_table(result, metric)
     for verdict in result.verdicts():
+        if verdict["specific"] is None:  # no non-target set: only significance is tested
+            word = "significant" if verdict["significant"] else "not significant"
+            typer.echo(
+                f"k={verdict['k']} alpha={verdict['alpha']:g}: {word} "
+                f"(target p={verdict['target_p']:.3f}, {result.direction} expected)"
+            )
+            continue
         word = "specific" if verdict["specific"] else "not specific"
         typer.echo(
             f"k={verdict['k']} alpha={verdict['alpha']:g}: {word} "
@@ -120,25 +172,16 @@ def qa(
     dtype: DtypeOption = Dtype.float32,
     device: DeviceOption = None,
     device_map: DeviceMapOption = None,
-    criterion: Annotated[
-        str | None,
-        typer.Option(help="Head ranking: evr, specificity, logit_lens (default: the library's)."),
-    ] = None,
-    compare: Annotated[
-        str, typer.Option(help="Comparison rankings, comma-separated ('' for none).")
-    ] = "evr,logit_lens",
+    criterion: CriterionOpt = None,
+    compare: CompareOpt = "evr,logit_lens",
     percents: PercentsOpt = "1,2,3",
     ks: KsOpt = None,
     alphas: Annotated[
         str, typer.Option(help="Scales of the chosen heads, comma-separated.")
     ] = "-1",
     layers: WindowOpt = None,
-    controls: Annotated[
-        int, typer.Option(min=1, help="Matched random control head sets per (k, alpha).")
-    ] = 20,
-    split: Annotated[str, typer.Option(help="Split the effects are measured on: test or dev.")] = (
-        "test"
-    ),
+    controls: ControlsOpt = 20,
+    split: SplitOpt = "test",
     headline: Annotated[
         bool,
         typer.Option(
@@ -160,19 +203,12 @@ def qa(
     from ..evaluation.language.facts import CONCEPTS, SPLITS
     from ..evaluation.language.qa import run_qa
     from ..io import check_writable
-    from ..ranking.criteria import CRITERIA
 
     if concept not in CONCEPTS:
         raise InputError(f"Unknown QA concept {concept!r}; choose one of {', '.join(CONCEPTS)}.")
     if split not in SPLITS:
         raise InputError(f"Unknown --split {split!r}; choose one of {', '.join(SPLITS)}.")
-    from ..ranking.criteria import DEFAULT_CRITERION
-
-    criterion = criterion or DEFAULT_CRITERION
-    comparisons = parse_list(compare)
-    for name in [criterion, *comparisons]:
-        if name not in CRITERIA:
-            raise InputError(f"Unknown criterion {name!r}; choose one of {', '.join(CRITERIA)}.")
+    criterion, comparisons = _criteria(criterion, compare)
     chosen_percents = parse_numbers(percents, "--percents", minimum=1e-9, maximum=100)
     chosen_ks = parse_numbers(ks, "--ks", integer=True, minimum=1) if ks else None
     chosen_alphas = parse_numbers(alphas, "--alphas")
@@ -205,67 +241,110 @@ def qa(
 @handle_errors
 def wordfreq(
     concept: ConceptArg = "colors",
-    model: ModelOpt = None,
+    model: ModelOption = None,
+    dtype: DtypeOption = Dtype.float32,
+    device: DeviceOption = None,
+    device_map: DeviceMapOption = None,
     prompts: PromptsOpt = None,
+    criterion: CriterionOpt = None,
+    compare: CompareOpt = "evr,logit_lens",
     percents: PercentsOpt = "1,2,3",
     ks: KsOpt = None,
-    alphas: Annotated[str, typer.Option(help="Interventions: α values and/or 'mean'.")] = "0",
-    method: MethodOpt = "specificity",
-    window: WindowOpt = None,
-    seeds: SeedsOpt = 5,
-    max_new_tokens: TokensOpt = 24,
-    fluency: Annotated[bool, typer.Option(help="Also report perplexity (fluency proxy).")] = False,
-    output: OutputOpt = Path("results/wordfreq.json"),
+    alphas: Annotated[
+        str, typer.Option(help="Scales of the chosen heads, comma-separated (0 ablates).")
+    ] = "0",
+    layers: WindowOpt = None,
+    controls: ControlsOpt = 20,
+    split: SplitOpt = "test",
+    max_new_tokens: TokensOpt = 48,
+    fluency: Annotated[
+        bool, typer.Option(help="Also score each continuation's perplexity (fluency proxy).")
+    ] = False,
+    seed: SeedOption = 0,
+    out: Annotated[Path, out_option("Results JSON.")] = Path("results/wordfreq.json"),
 ) -> None:
-    """Held-out concept-word frequency after suppressing the concept's heads."""
+    """Held-out concept words in generations after suppressing the concept's heads.
+
+    Heads are ranked on half of the prompts (followed by the unmodified model's own
+    continuations) with 70 % of the concept's words; the other 30 % (held-out words) are
+    counted in the continuations of the split's evaluation prompts, against matched random
+    control head sets, with bootstrap CIs and a control p-value.
+
+    Example: headpursuit wordfreq colors --ks 8 --out results/wordfreq_colors.json
+    """
     from ..evaluation.language.wordfreq import run_wordfreq
 
-    selection = _selection(percents, ks, method, window, seeds)
-    interventions = parse_interventions(alphas)
-    _check_output(output)
-    result = run_wordfreq(
-        load(model),
-        concept,
+    _word_experiment(
+        run_wordfreq,
+        concept=concept,
+        model=model,
+        dtype=dtype,
+        device=device,
+        device_map=device_map,
         prompts=prompts,
-        interventions=interventions,
+        criterion=criterion,
+        compare=compare,
+        percents=percents,
+        ks=ks,
+        alphas=alphas,
+        layers=layers,
+        controls=controls,
+        split=split,
         max_new_tokens=max_new_tokens,
+        seed=seed,
+        out=out,
         fluency=fluency,
-        output=output,
-        log=typer.echo,
-        **selection,
     )
-    _print(result, output)
 
 
 @app.command()
 @handle_errors
 def amplify(
     concept: ConceptArg = "colors",
-    model: ModelOpt = None,
+    model: ModelOption = None,
+    dtype: DtypeOption = Dtype.float32,
+    device: DeviceOption = None,
+    device_map: DeviceMapOption = None,
     prompts: PromptsOpt = None,
+    criterion: CriterionOpt = None,
+    compare: CompareOpt = "evr,logit_lens",
     percents: PercentsOpt = "1,2,3",
     ks: KsOpt = None,
-    alphas: Annotated[str, typer.Option(help="Amplification factors α > 1.")] = "5",
-    method: MethodOpt = "specificity",
-    window: WindowOpt = None,
-    seeds: SeedsOpt = 5,
-    max_new_tokens: TokensOpt = 24,
-    output: OutputOpt = Path("results/amplify.json"),
+    alphas: Annotated[str, typer.Option(help="Amplification factors, comma-separated.")] = "5",
+    layers: WindowOpt = None,
+    controls: ControlsOpt = 20,
+    split: SplitOpt = "test",
+    max_new_tokens: TokensOpt = 48,
+    seed: SeedOption = 0,
+    out: Annotated[Path, out_option("Results JSON.")] = Path("results/amplify.json"),
 ) -> None:
-    """Concept-word frequency and perplexity after amplifying the concept's heads."""
+    """Concept words and perplexity after amplifying the concept's heads (α = 5).
+
+    The protocol of ``wordfreq``; the effect should increase the held-out concept words
+    (the p-value counts control sets at least as strong), and each continuation's
+    perplexity under the unmodified model measures the fluency cost.
+
+    Example: headpursuit amplify colors --ks 3 --out results/amplify_colors.json
+    """
     from ..evaluation.language.amplify import run_amplify
 
-    selection = _selection(percents, ks, method, window, seeds)
-    factors = parse_interventions(alphas)
-    _check_output(output)
-    result = run_amplify(
-        load(model),
-        concept,
+    _word_experiment(
+        run_amplify,
+        concept=concept,
+        model=model,
+        dtype=dtype,
+        device=device,
+        device_map=device_map,
         prompts=prompts,
-        alphas=factors,
+        criterion=criterion,
+        compare=compare,
+        percents=percents,
+        ks=ks,
+        alphas=alphas,
+        layers=layers,
+        controls=controls,
+        split=split,
         max_new_tokens=max_new_tokens,
-        output=output,
-        log=typer.echo,
-        **selection,
+        seed=seed,
+        out=out,
     )
-    _print(result, output)

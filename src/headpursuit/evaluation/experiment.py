@@ -97,7 +97,7 @@ class ExperimentResult(JsonArtifact):
     """Every arm of one experiment, the item sets, and the protocol; statistics on demand.
 
     Attributes:
-        task: e.g. ``"qa"``, ``"wordfreq"``, ``"classify"``, ``"caption"``.
+        task: e.g. ``"qa"``, ``"wordfreq"``, ``"amplify"``, ``"classify"``, ``"caption"``.
         concept: the concept whose heads were selected.
         model_id, fingerprint: the model.
         primary: the metric the statistics read; direction: "decrease" if the
@@ -108,7 +108,7 @@ class ExperimentResult(JsonArtifact):
     """
 
     kind = "headpursuit.experiment"
-    made_by = "headpursuit qa / wordfreq / classify / caption"
+    made_by = "headpursuit qa / wordfreq / amplify / classify / caption"
 
     task: str
     concept: str
@@ -192,7 +192,9 @@ class ExperimentResult(JsonArtifact):
         return rows
 
     def verdicts(self, arm: str = "selected", level: float = 0.05) -> list[dict[str, Any]]:
-        """Per (k, α): is ``arm`` specific (target p < level, every non-target p ≥ level)?"""
+        """Per (k, α): is ``arm`` significant (target p < level) and specific (also every
+        non-target p ≥ level)? Without non-target sets (word frequency) specificity is not
+        tested: ``specific`` is ``None`` and ``nontarget_p`` NaN."""
         rows = [r for r in self.summary() if r["arm"] == arm]
         out = []
         for k, alpha in self.settings():
@@ -202,7 +204,7 @@ class ExperimentResult(JsonArtifact):
             if not target:
                 continue
             significant = all(r["p"] < level for r in target)
-            contained = all(r["p"] >= level for r in other)
+            contained = all(r["p"] >= level for r in other) if other else None
             out.append(
                 {
                     "k": k,
@@ -210,7 +212,7 @@ class ExperimentResult(JsonArtifact):
                     "target_p": max(r["p"] for r in target),
                     "nontarget_p": min((r["p"] for r in other), default=math.nan),
                     "significant": significant,
-                    "specific": significant and contained,
+                    "specific": None if contained is None else significant and contained,
                 }
             )
         return out
@@ -371,14 +373,19 @@ def _evaluate(
     heads: Sequence[Head],
     alpha: float,
     positions: str,
+    after: Evaluator | None = None,
 ) -> tuple[ItemValues, float]:
-    """Per-item values of every metric on every set, with ``heads`` scaled by ``alpha``."""
+    """Per-item values of every metric on every set, with ``heads`` scaled by ``alpha``
+    (and those of ``after``, run once the hooks are removed)."""
     start = time.perf_counter()
     if heads:
         with steer(loaded.model, heads, alpha, positions=positions, sites=sites):
             values = evaluate()
     else:
         values = evaluate()
+    if after is not None:
+        extra = after()
+        values = {name: {**metrics, **extra.get(name, {})} for name, metrics in values.items()}
     for set_ in sets:
         if set_.name not in values:
             raise InputError(f"The evaluator returned nothing for set {set_.name!r}.")
@@ -410,6 +417,7 @@ def run_experiment(
     headline: Evaluator | None = None,
     headline_controls: int = 5,
     headline_when: Callable[[str, int, float], bool] | None = None,
+    after: Evaluator | None = None,
     config: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> ExperimentResult:
@@ -431,6 +439,10 @@ def run_experiment(
             restrict it further (the baseline is always scored). Its metrics are added
             to those arms' means
             and items (prefixed by nothing: give them distinct names).
+        after: an optional evaluator run right after each ``evaluate`` call, once the
+            intervention's hooks are removed: it scores with the *unmodified* model what
+            the intervened one produced (e.g. the perplexity of its generations; the
+            texts are handed over by the two evaluators' shared state).
     """
     if direction not in DIRECTIONS:
         raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
@@ -454,7 +466,9 @@ def run_experiment(
     runs = [(None, ("baseline", 0, [], None, {}))] + [(a, step) for a in alphas for step in plan]
     for alpha, (name, k, heads, draw_seed, borrowed) in runs:
         scale = 1.0 if alpha is None else alpha
-        values, seconds = _evaluate(loaded, sites, evaluate, sets, heads, scale, positions)
+        values, seconds = _evaluate(
+            loaded, sites, evaluate, sets, heads, scale, positions, after=after
+        )
         keep = name != "control"
         wanted = name == "baseline" or headline_when is None or headline_when(name, k, scale)
         if headline is not None and wanted and (keep or draw_seed - seed < headline_controls):

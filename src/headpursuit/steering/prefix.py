@@ -78,7 +78,9 @@ class LayerPrefixCache:
 
     def _layer_list(self) -> tuple[nn.Module, str, nn.ModuleList]:
         parent_name, _, attr = self.sites.layer_list_name.rpartition(".")
-        parent = self.sites.decoder.get_submodule(parent_name) if parent_name else self.sites.decoder
+        parent = (
+            self.sites.decoder.get_submodule(parent_name) if parent_name else self.sites.decoder
+        )
         return parent, attr, getattr(parent, attr)
 
     def _full(

@@ -1,34 +1,31 @@
-"""The paper's language experiments: country QA, concept-word frequency, amplification.
+"""The paper's language experiments: fact QA, concept-word frequency, amplification.
 
-Each task selects heads on data disjoint from its evaluation data, then compares the
-selected heads with logit-lens-selected heads, matched random controls (several seeds)
-and the unmodified model, for several head counts k and interventions.
+Each task ranks heads on data disjoint from its evaluation data, then runs
+:func:`~headpursuit.evaluation.experiment.run_experiment`: the selected heads against the
+unmodified model, other rankings' heads and at least 20 matched random control head sets,
+for several head counts k and scales α, with bootstrap CIs and control p-values.
 """
 
 from ...steering.generation import generate
+from ..experiment import heads_for_percent
 from .amplify import run_amplify
 from .metrics import (
+    continuation_perplexities,
     continuation_perplexity,
     count_words,
     exact_match,
     heldout_split,
     normalize_answer,
     token_f1,
+    word_counts,
     word_frequency,
 )
 from .qa import run_qa
-from .selection import (
-    METHODS,
-    TaskResult,
-    heads_for_percent,
-    parse_intervention,
-    select_ranking,
-)
-from .wordfreq import run_wordfreq
+from .wordfreq import WordTask, run_wordfreq, split_prompts, word_task
 
 __all__ = [
-    "METHODS",
-    "TaskResult",
+    "WordTask",
+    "continuation_perplexities",
     "continuation_perplexity",
     "count_words",
     "exact_match",
@@ -36,11 +33,12 @@ __all__ = [
     "heads_for_percent",
     "heldout_split",
     "normalize_answer",
-    "parse_intervention",
     "run_amplify",
     "run_qa",
     "run_wordfreq",
-    "select_ranking",
+    "split_prompts",
     "token_f1",
+    "word_counts",
     "word_frequency",
+    "word_task",
 ]

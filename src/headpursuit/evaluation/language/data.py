@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...activations.prompts import bundled_prompts
 from ...errors import InputError
 from ...ranking.concepts import builtin_words
 
@@ -284,52 +285,6 @@ NEUTRAL_PROMPTS = [
 ]
 
 
-_COLOUR_OBJECTS = [
-    "a ripe banana",
-    "the sky on a clear day",
-    "fresh grass",
-    "snow",
-    "a strawberry",
-    "a lemon",
-    "coal",
-    "a carrot",
-    "milk chocolate",
-    "a flamingo",
-    "an emerald",
-    "a ruby",
-    "a sapphire",
-    "a pumpkin",
-    "an eggplant",
-    "a fire truck",
-    "a school bus in America",
-    "a polar bear",
-    "a crow",
-    "a tomato",
-    "a lime",
-    "the sea",
-    "a cloud on a rainy day",
-    "a brick",
-    "a violet",
-    "a lavender field",
-    "gold",
-    "silver",
-    "a cherry",
-    "a pine tree",
-    "a canary",
-    "a frog",
-    "a penguin",
-    "a zebra",
-    "wine",
-    "ash",
-    "a peach",
-    "an orange",
-    "a plum",
-    "a dandelion",
-]
-
-#: Prompts whose continuations tend to contain colour words.
-COLOUR_PROMPTS = [f"What colour is {thing}? Answer in one sentence." for thing in _COLOUR_OBJECTS]
-
 _COUNTRY_TOPICS = [
     "pizza",
     "sushi",
@@ -380,9 +335,10 @@ COUNTRY_PROMPTS = [
 
 
 def default_prompts(concept: str) -> list[str]:
-    """The bundled prompt set for a concept (neutral prompts for anything else)."""
+    """The bundled prompt set for a concept (neutral prompts for anything else). Colours:
+    200 prompts asking for the colours of things (``data/prompts/colors.txt``)."""
     if concept == "colors":
-        return list(COLOUR_PROMPTS)
+        return bundled_prompts("colors")
     if concept == "countries":
         return list(COUNTRY_PROMPTS)
     return list(NEUTRAL_PROMPTS)

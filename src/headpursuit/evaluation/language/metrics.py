@@ -8,6 +8,7 @@ import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 
 from ...errors import InputError
@@ -89,6 +90,12 @@ def count_words(text: str, words: Iterable[str]) -> int:
     return len(_word_pattern(words).findall(text))
 
 
+def word_counts(texts: Sequence[str], words: Iterable[str]) -> np.ndarray:
+    """``[n]`` occurrences of any of ``words`` in each text (as :func:`count_words`)."""
+    pattern = _word_pattern(words)
+    return np.array([len(pattern.findall(t)) for t in texts], dtype=np.float64)
+
+
 def word_frequency(texts: Sequence[str], words: Iterable[str]) -> float:
     """Concept-word occurrences per generated text (mean over ``texts``)."""
     if not texts:
@@ -98,33 +105,46 @@ def word_frequency(texts: Sequence[str], words: Iterable[str]) -> float:
 
 
 @torch.inference_mode()
-def continuation_perplexity(
+def continuation_nll(
     loaded, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int = 16
-) -> float:
-    """Perplexity of ``continuations`` given ``prompts`` under the (unmodified) model.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Negative log-likelihood of each continuation given its prompt, under the model.
 
     Prompts are the exact strings that were fed to generation (chat template applied), and
-    continuations the decoded generated text. Only continuation tokens are scored; the
-    result is ``exp`` of the mean negative log-likelihood over all of them (a fluency proxy).
-    Call it outside any :func:`~headpursuit.steer` block.
+    continuations the decoded generated text; only continuation tokens are scored. An empty
+    continuation (the model ended its turn at once) is scored as the end-of-sequence token
+    alone, so that it counts as unlikely rather than as missing. Call it outside any
+    :func:`~headpursuit.steer` block to score with the unmodified model.
+
+    Returns:
+        ``nll``: ``[n]`` the summed negative log-likelihood of each continuation's tokens;
+        ``tokens``: ``[n]`` how many tokens were scored (0 only for an empty continuation
+        of a tokenizer without an end-of-sequence token).
     """
     if len(prompts) != len(continuations):
         raise InputError("One continuation per prompt.")
     tokenizer, model = loaded.tokenizer, loaded.model
     device = next(model.parameters()).device
-    total_nll, total_tokens = 0.0, 0
+    nll = np.zeros(len(prompts))
+    tokens = np.zeros(len(prompts), dtype=np.int64)
     for start in range(0, len(prompts), batch_size):
+        rows: list[int] = []
         ids_list: list[list[int]] = []
         starts: list[int] = []
-        for prompt, cont in zip(
-            prompts[start : start + batch_size],
-            continuations[start : start + batch_size],
-            strict=True,
+        for offset, (prompt, cont) in enumerate(
+            zip(
+                prompts[start : start + batch_size],
+                continuations[start : start + batch_size],
+                strict=True,
+            )
         ):
             p = tokenizer.encode(prompt, add_special_tokens=False)
             c = tokenizer.encode(cont, add_special_tokens=False)
+            if not c and tokenizer.eos_token_id is not None:
+                c = [tokenizer.eos_token_id]
             if not c:
                 continue
+            rows.append(start + offset)
             ids_list.append(p + c)
             starts.append(len(p))
         if not ids_list:
@@ -143,8 +163,30 @@ def continuation_perplexity(
         for row, ids in enumerate(ids_list):
             # Token t is predicted at position t - 1.
             scored = picked[row, starts[row] - 1 : len(ids) - 1]
-            total_nll -= float(scored.sum())
-            total_tokens += scored.numel()
-    if total_tokens == 0:
+            nll[rows[row]] = -float(scored.double().sum())
+            tokens[rows[row]] = scored.numel()
+    return nll, tokens
+
+
+def continuation_perplexity(
+    loaded, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int = 16
+) -> float:
+    """Perplexity of all ``continuations`` together given their ``prompts`` (a fluency proxy):
+    ``exp`` of the mean negative log-likelihood over every continuation token (see
+    :func:`continuation_nll`); NaN when there is no token at all."""
+    nll, tokens = continuation_nll(loaded, prompts, continuations, batch_size=batch_size)
+    if tokens.sum() == 0:
         return float("nan")
-    return float(torch.exp(torch.tensor(total_nll / total_tokens)))
+    return float(np.exp(nll.sum() / tokens.sum()))
+
+
+def continuation_perplexities(
+    loaded, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int = 16
+) -> np.ndarray:
+    """``[n]`` the perplexity of each continuation given its prompt (see
+    :func:`continuation_nll`; NaN only where nothing could be scored)."""
+    nll, tokens = continuation_nll(loaded, prompts, continuations, batch_size=batch_size)
+    out = np.full(len(prompts), np.nan)
+    scored = tokens > 0
+    out[scored] = np.exp(nll[scored] / tokens[scored])
+    return out
