@@ -17,6 +17,7 @@ import functools
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -35,6 +36,11 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
+def _one_line_warning(message: Warning | str, category: type, *args: Any, **kwargs: Any) -> None:
+    """Print a warning as ``Warning: ...`` on one line of stderr (no file and line)."""
+    typer.echo(f"Warning: {' '.join(str(message).split())}", err=True)
+
+
 def one_line(error: BaseException) -> str:
     """An error's message folded onto one line."""
     text = " ".join(str(error).split())
@@ -47,7 +53,11 @@ class OneLineErrorsGroup(TyperGroup):
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         previous = signal.signal(signal.SIGTERM, raise_terminated)
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            with warnings.catch_warnings():
+                # Library warnings (no chat template, weak data...) as one "Warning:" line.
+                warnings.simplefilter("default")
+                warnings.showwarning = _one_line_warning
+                result = super().main(*args, standalone_mode=False, **kwargs)
         except typer.Exit as exit_:
             result = exit_.exit_code
         except (typer.Abort, KeyboardInterrupt):
