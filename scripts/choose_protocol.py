@@ -79,6 +79,9 @@ def run(models: list[str]) -> dict:
                     n_controls=N_CONTROLS,
                     split="dev",
                     headline=False,
+                    log=lambda text, c=concept, r=criterion: print(
+                        f"  {c} {r}: {text}", flush=True
+                    ),
                 )
                 for (crit, alpha), margin in margins(result).items():
                     rows.append(

@@ -45,8 +45,19 @@ def protocol() -> dict:
     return {"criterion": DEFAULT_CRITERION, "alpha": PAPER_ALPHA, "chosen_on": None}
 
 
-def run_model(name: str, concepts: list[str], n_controls: int, headline: bool) -> None:
-    """Every missing experiment of one model, each saved when done."""
+def run_model(
+    name: str,
+    concepts: list[str],
+    n_controls: int,
+    headline: bool,
+    alphas: list[float] | None = None,
+    percents: list[float] | None = None,
+) -> None:
+    """Every missing experiment of one model, each saved when done.
+
+    ``alphas``/``percents`` restrict the grid (default: the paper's α and the protocol's,
+    k = 1, 2, 3 %); the document lists exactly the settings that were run.
+    """
     from qa_common import dev_rankings
 
     from headpursuit import load_model
@@ -56,7 +67,8 @@ def run_model(name: str, concepts: list[str], n_controls: int, headline: bool) -
     from headpursuit.models.architectures import AttentionSites
 
     chosen = protocol()
-    alphas = sorted({PAPER_ALPHA, float(chosen["alpha"])})
+    alphas = alphas or sorted({PAPER_ALPHA, float(chosen["alpha"])})
+    percents = percents or list(PERCENTS)
     out_dir = RESULTS / name
     todo = [c for c in concepts if not (out_dir / f"{c}.json").exists()]
     if not todo:
@@ -74,7 +86,7 @@ def run_model(name: str, concepts: list[str], n_controls: int, headline: bool) -
     for concept, fact_set in sets.items():
         print(f"{name} {concept}: {fact_set.n_known} of {fact_set.n_asked} test questions known")
     sites = AttentionSites(loaded.model)
-    middle_k = heads_for_percent(PERCENTS[1], sites.n_layers * sites.n_heads)
+    middle_k = heads_for_percent(percents[len(percents) // 2], sites.n_layers * sites.n_heads)
     for concept in todo:
         start = time.perf_counter()
         rankings = dev_rankings(loaded, name, concept, [chosen["criterion"], *COMPARISONS])
@@ -86,15 +98,15 @@ def run_model(name: str, concepts: list[str], n_controls: int, headline: bool) -
             sets=sets,
             rankings=rankings,
             criterion=chosen["criterion"],
-            percents=PERCENTS,
+            percents=percents,
             alphas=alphas,
             n_controls=n_controls,
             headline=headline,
             # Greedy generation costs ~15 teacher-forced passes: only for the selected
-            # heads at the middle k with the paper's α (and the unmodified model).
+            # heads at the middle k with the first α run (the paper's −1 when it is run).
             headline_controls=0,
             headline_when=lambda arm, k, alpha, mid=middle_k: (
-                arm == "selected" and k == mid and alpha == PAPER_ALPHA
+                arm == "selected" and k == mid and alpha == alphas[0]
             ),
             output=out_dir / f"{concept}.json",
             log=lambda text, c=concept: print(f"{name} {c}: {text}", flush=True),
@@ -238,13 +250,24 @@ def main() -> None:
     parser.add_argument("--concept", action="append", help="default: every fact concept")
     parser.add_argument("--controls", type=int, default=20)
     parser.add_argument("--no-headline", action="store_true", help="skip greedy generation")
+    parser.add_argument(
+        "--alphas", help="restrict α, comma-separated (default: -1 and the protocol's)"
+    )
+    parser.add_argument("--percents", help="restrict k %%, comma-separated (default: 1,2,3)")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     if not args.render_only:
         from headpursuit.evaluation.language.facts import CONCEPTS
 
         for name in args.model or MODELS:
-            run_model(name, args.concept or list(CONCEPTS), args.controls, not args.no_headline)
+            run_model(
+                name,
+                args.concept or list(CONCEPTS),
+                args.controls,
+                not args.no_headline,
+                [float(a) for a in args.alphas.split(",")] if args.alphas else None,
+                [float(p) for p in args.percents.split(",")] if args.percents else None,
+            )
     DOC.write_text(render())
     print(f"Wrote {DOC}")
 
