@@ -9,10 +9,10 @@ import torch
 
 from headpursuit import AttentionSites, Head, capture, steer
 from headpursuit.evaluation.vision import data
-from headpursuit.evaluation.vision.caption import caption, keyword_stats
+from headpursuit.evaluation.vision.caption import keyword_stats
 from headpursuit.evaluation.vision.cider import cider
 from headpursuit.evaluation.vision.class_names import CLASS_NAMES, class_names, normalise
-from headpursuit.evaluation.vision.classify import classify, prompt_for
+from headpursuit.evaluation.vision.classify import prompt_for
 from headpursuit.models.tiny_vlm import IMAGE_TOKEN, N_IMAGE_TOKENS, SHIPPED_DIR, vlm_prompt
 
 # ---------------------------------------------------------------- fast: no model -------
@@ -192,96 +192,31 @@ def test_steering_image_positions_leaves_text_only_prompts_unchanged(tiny_vlm):
 
 
 @pytest.mark.slow
-def test_classify_end_to_end(tiny_vlm, tmp_path):
-    pytest.importorskip("sklearn", reason="digits need scikit-learn (the vlm extra)")
-    train, test = data.digits("train"), data.digits("test")
-    result = classify(
-        tiny_vlm,
-        train[:4],
-        test[:4],
-        data.DIGIT_NAMES,
-        dataset="digits",
-        ks=(3,),
-        seeds=2,
-        out=tmp_path / "classify.json",
-    )
-    frame = result.to_frame()
-    assert list(frame["condition"]) == ["unmodified", "somp", "random", "random"]
-    assert frame["accuracy"].between(0, 1).all()
-    assert len(result.heads[3]) == 3
-    saved = json.loads((tmp_path / "classify.json").read_text())
-    assert saved["kind"] == "headpursuit.vlm.classify" and len(saved["rows"]) == 4
-    with pytest.raises(ValueError, match="overlap"):
-        classify(tiny_vlm, test[:2], test[:2], data.DIGIT_NAMES)
-
-
-@pytest.mark.slow
-def test_caption_end_to_end(tiny_vlm, tmp_path):
-    result = caption(
-        tiny_vlm,
-        data.shapes("select", 4),
-        data.shapes("test", 3),
-        ks=(3,),
-        seeds=1,
-        max_new_tokens=12,
-        out=tmp_path / "caption.json",
-    )
-    frame = result.to_frame()
-    assert list(frame["alpha"]) == [1.0, -1.0, -1.0, 5.0, 5.0]
-    assert (frame["cider"] >= 0).all()
-    summary = result.summary()
-    assert {"keyword_retention", "cider_retention"} <= set(summary.columns)
-    assert json.loads((tmp_path / "caption.json").read_text())["kind"] == "headpursuit.vlm.caption"
-
-
-@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_classify_and_caption_commands(tmp_path):
+    """The commands on the shipped VLM: experiment artifacts with every arm, and a table."""
     from typer.testing import CliRunner
 
     from headpursuit.cli import app
+    from headpursuit.evaluation.experiment import ExperimentResult
 
+    pytest.importorskip("sklearn", reason="digits need scikit-learn (the vlm extra)")
     runner = CliRunner()
+    small = ["--n-select", "4", "--n-eval", "3", "--ks", "3", "--controls", "2"]
     out = tmp_path / "classify.json"
-    result = runner.invoke(
-        app,
-        [
-            "classify",
-            "digits",
-            "--n-select",
-            "4",
-            "--n-eval",
-            "4",
-            "--ks",
-            "3",
-            "--seeds",
-            "1",
-            "--output",
-            str(out),
-        ],
-    )
+    result = runner.invoke(app, ["classify", "digits", *small, "--compare", "evr", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    saved = json.loads(out.read_text())
-    assert saved["kind"] == "headpursuit.vlm.classify" and saved["n_eval"] == 4
-    assert {row["condition"] for row in saved["rows"]} == {"unmodified", "somp", "random"}
+    saved = ExperimentResult.load(out)
+    assert saved.task == "classify" and saved.primary == "correct"
+    assert [s.name for s in saved.sets] == ["digits"] and len(saved.sets[0].clusters) == 3
+    assert [a.arm for a in saved.arms] == ["baseline", "selected", "evr", "control", "control"]
+    assert "correct / unmodified model" in result.stdout and f"Wrote {out}" in result.stdout
     out = tmp_path / "caption.json"
     result = runner.invoke(
-        app,
-        [
-            "caption",
-            "--n-select",
-            "4",
-            "--n-eval",
-            "2",
-            "--ks",
-            "3",
-            "--alphas=-1",
-            "--seeds",
-            "1",
-            "--output",
-            str(out),
-        ],
+        app, ["caption", *small, "--compare", "", "--alphas", "5", "-o", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text())["kind"] == "headpursuit.vlm.caption"
-    result = runner.invoke(app, ["classify", "svhn", "--output", str(tmp_path / "x.json")])
-    assert result.exit_code == 2 and not (tmp_path / "x.json").exists()
+    saved = ExperimentResult.load(out)
+    assert saved.task == "caption" and saved.direction == "increase"
+    assert {"concept_words", "any_concept_word", "cider"} <= set(saved.baseline.items["shapes"])
+    assert "cider / unmodified model" in result.stdout

@@ -3,38 +3,79 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ..errors import InputError
 from ..models.zoo import TINY_VLM as TINY_VLM_NAME
-from .common import app, handle_errors, load, parse_numbers
+from .common import (
+    DeviceMapOption,
+    DeviceOption,
+    Dtype,
+    DtypeOption,
+    SeedOption,
+    app,
+    check_model_options,
+    handle_errors,
+    load,
+    out_option,
+    parse_list,
+    parse_numbers,
+    parse_window,
+)
+from .language import (
+    CompareOpt,
+    ControlsOpt,
+    CriterionOpt,
+    KsOpt,
+    PercentsOpt,
+    TokensOpt,
+    WindowOpt,
+    _criteria,
+    print_experiment,
+)
 
 VlmModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="A LLaVA-family model: hub id or directory.")
 ]
-KsOpt = Annotated[str, typer.Option(help="Numbers of heads to intervene on, comma-separated.")]
-SeedsOpt = Annotated[int, typer.Option(min=0, help="Matched random control seeds.")]
 SelectOpt = Annotated[int, typer.Option(min=2, help="Images used to select heads.")]
 EvalOpt = Annotated[int, typer.Option(min=1, help="Held-out images to evaluate on.")]
-PositionsOpt = Annotated[str, typer.Option(help="Intervene at all, image or text positions.")]
+PositionsOpt = Annotated[str, typer.Option(help="Scale the heads at all, image or text positions.")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
+BUNDLED = ("digits", "fashion")
 
 
-def _ints(text: str) -> list[int]:
-    return parse_numbers(text, "--ks", integer=True, minimum=1)
-
-
-def _check_common(positions: str, output: Path) -> None:
-    """Refuse an unknown --positions or an unwritable --output before any work."""
-    from ..io import check_writable
+def _check_common(positions: str) -> None:
+    """Refuse an unknown --positions before any work."""
     from ..steering.hooks import POSITIONS
 
     if positions not in POSITIONS:
         raise InputError(
             f"Unknown --positions {positions!r}; choose one of {', '.join(POSITIONS)}."
         )
-    check_writable(output, what="results file")
+
+
+def _counts(percents: str, ks: str | None) -> tuple[list[float], list[int] | None]:
+    """--percents and --ks, checked."""
+    chosen_percents = parse_numbers(percents, "--percents", minimum=1e-9, maximum=100)
+    chosen_ks = parse_numbers(ks, "--ks", integer=True, minimum=1) if ks else None
+    return chosen_percents, chosen_ks
+
+
+def _bundled(name: str, n_select: int, n_eval: int) -> tuple[list[Any], list[Any], list[str]]:
+    """(selection images, evaluation images, class names) of a bundled dataset."""
+    from ..evaluation.vision import data
+
+    if name == "digits":
+        return data.digits("train")[:n_select], data.digits("test")[:n_eval], data.DIGIT_NAMES
+    if name == "fashion":
+        select = data.fashion("train", limit=n_select)
+        return select, data.fashion("test", limit=n_eval), data.FASHION_NAMES
+    raise InputError(
+        f"No bundled images for {name!r}: use {' or '.join(BUNDLED)}, or give --images and "
+        "--labels."
+    )
 
 
 @app.command()
@@ -48,34 +89,68 @@ def classify(
         ),
     ] = "digits",
     model: VlmModelOpt = TINY_VLM_NAME,
+    dtype: DtypeOption = Dtype.float32,
+    device: DeviceOption = None,
+    device_map: DeviceMapOption = None,
     images: Annotated[Path | None, typer.Option(help="Folder of images (with --labels).")] = None,
     labels: Annotated[
         Path | None, typer.Option(help="Lines 'filename,label' (index or class name).")
     ] = None,
+    nontarget: Annotated[
+        str,
+        typer.Option(
+            help="Bundled datasets (digits, fashion) also evaluated, as non-target sets "
+            "(comma-separated; '' for none)."
+        ),
+    ] = "",
     n_select: SelectOpt = 40,
     n_eval: EvalOpt = 150,
-    ks: KsOpt = "3,5,8",
-    seeds: SeedsOpt = 5,
-    alpha: Annotated[float, typer.Option(help="Scale of the heads (−1 flips).")] = -1.0,
+    criterion: CriterionOpt = None,
+    compare: CompareOpt = "evr,logit_lens",
+    percents: PercentsOpt = "1,2,3",
+    ks: KsOpt = None,
+    alphas: Annotated[
+        str, typer.Option(help="Scales of the chosen heads, comma-separated (−1 flips).")
+    ] = "-1",
+    layers: WindowOpt = None,
+    controls: ControlsOpt = 20,
     positions: PositionsOpt = "all",
-    output: Annotated[Path, typer.Option(help="Results JSON.")] = Path("results/classify.json"),
+    seed: SeedOption = 0,
+    batch_size: BatchOpt = 32,
+    out: Annotated[Path, out_option("Results JSON.")] = Path("results/classify.json"),
 ) -> None:
-    """Image classification with the top SOMP heads (image-token pooling) flipped,
-    against matched random heads and the unmodified model (paper §4.2).
+    """Image classification with the dataset's top heads (image-token pooling) flipped,
+    against matched random control head sets and the unmodified model (paper §4.2).
 
-    Example: headpursuit classify digits --ks 3,5,8 --seeds 5
+    Each evaluation image is an item (correct: 1 or 0); the output has bootstrap CIs and a
+    control p-value per (k, alpha), and with --nontarget a specificity verdict.
+
+    Example: headpursuit classify digits --nontarget fashion --out results/classify_digits.json
     """
-    from ..evaluation.vision import data
     from ..evaluation.vision.class_names import class_names
-    from ..evaluation.vision.classify import classify as run_classify
-    from ..evaluation.vision.classify import load_image_folder
+    from ..evaluation.vision.classify import load_image_folder, run_classify
+    from ..io import check_writable
 
-    ks_list = _ints(ks)
-    parse_numbers(str(alpha), "--alpha")  # finite
-    _check_common(positions, output)
+    criterion, comparisons = _criteria(criterion, compare)
+    chosen_percents, chosen_ks = _counts(percents, ks)
+    chosen_alphas = parse_numbers(alphas, "--alphas")
+    window = parse_window(layers)
+    _check_common(positions)
+    check_model_options(device, device_map)
+    others = parse_list(nontarget)
+    for name in others:
+        if name not in BUNDLED:
+            raise InputError(f"Unknown --nontarget {name!r}; choose among {', '.join(BUNDLED)}.")
+        if name == dataset:
+            raise InputError(f"--nontarget {name!r} is the target dataset; drop it.")
+    check_writable(out, what="results file")
     if images is not None or labels is not None:
         if images is None or labels is None:
             raise InputError("Give both --images and --labels for an image folder.")
+        if not images.is_dir():
+            raise InputError(f"No image folder at {images}.")
+        if not labels.is_file():
+            raise InputError(f"No labels file at {labels}.")
         names = class_names(dataset)
         examples = load_image_folder(images, labels, names)
         if len(examples) <= n_select:
@@ -83,74 +158,100 @@ def classify(
                 f"{len(examples)} labelled images: need more than --n-select {n_select}."
             )
         select, evaluate = examples[:n_select], examples[n_select : n_select + n_eval]
-    elif dataset == "digits":
-        names = data.DIGIT_NAMES
-        select, evaluate = data.digits("train")[:n_select], data.digits("test")[:n_eval]
-    elif dataset == "fashion":
-        names = data.FASHION_NAMES
-        select = data.fashion("train", limit=n_select)
-        evaluate = data.fashion("test", limit=n_eval)
     else:
-        raise InputError(
-            f"No bundled images for {dataset!r}: use 'digits' or 'fashion', or give "
-            "--images and --labels."
-        )
+        select, evaluate, names = _bundled(dataset, n_select, n_eval)
+    extra = {}
+    for name in others:
+        _, other_eval, other_names = _bundled(name, 0, n_eval)
+        extra[name] = (other_eval, other_names)
     result = run_classify(
-        load(model),
+        load(model, dtype, device, device_map),
+        dataset,
         select,
         evaluate,
         names,
-        dataset=dataset,
-        ks=ks_list,
-        seeds=seeds,
-        alpha=alpha,
+        nontarget=extra,
+        criterion=criterion,
+        comparisons=comparisons,
+        percents=chosen_percents,
+        ks=chosen_ks,
+        alphas=chosen_alphas,
+        n_controls=controls,
+        seed=seed,
         positions=positions,
-        out=output,
+        layers=window,
+        batch_size=batch_size,
+        output=out,
+        log=typer.echo,
     )
-    typer.echo(result.summary().to_string(index=False))
-    typer.echo(f"wrote {output}")
+    print_experiment(result, out)
 
 
 @app.command()
 @handle_errors
 def caption(
     model: VlmModelOpt = TINY_VLM_NAME,
+    dtype: DtypeOption = Dtype.float32,
+    device: DeviceOption = None,
+    device_map: DeviceMapOption = None,
     n_select: SelectOpt = 40,
     n_eval: EvalOpt = 20,
-    ks: KsOpt = "5",
+    criterion: CriterionOpt = None,
+    compare: CompareOpt = "evr,logit_lens",
+    percents: PercentsOpt = "1,2,3",
+    ks: KsOpt = None,
     alphas: Annotated[
-        str, typer.Option(help="Scales, comma-separated (−1 suppresses, 5 amplifies).")
-    ] = "-1,5",
-    seeds: SeedsOpt = 5,
+        str,
+        typer.Option(
+            help="Scales, comma-separated: all at most 1 (suppression, e.g. -1: fewer colour "
+            "words expected) or all at least 1 (amplification, e.g. 5: more expected)."
+        ),
+    ] = "-1",
+    layers: WindowOpt = None,
+    controls: ControlsOpt = 20,
     positions: PositionsOpt = "all",
-    output: Annotated[Path, typer.Option(help="Results JSON.")] = Path("results/caption.json"),
+    max_new_tokens: TokensOpt = 14,
+    seed: SeedOption = 0,
+    batch_size: BatchOpt = 32,
+    out: Annotated[Path, out_option("Results JSON.")] = Path("results/caption.json"),
 ) -> None:
-    """Captions of the bundled shape scenes with the colour heads suppressed or amplified:
-    colour-word frequency and CIDEr retention vs matched random heads (paper §4.2).
+    """Captions of the bundled shape scenes with the colour heads suppressed (α = −1) or
+    amplified (α = 5): colour words per caption and CIDEr against matched random control
+    head sets, with bootstrap CIs and a control p-value (paper §4.2).
 
-    Example: headpursuit caption --ks 5 --alphas=-1,5
+    Example: headpursuit caption --alphas=-1 --out results/caption_suppress.json
     """
     from ..evaluation.vision import data
-    from ..evaluation.vision.caption import caption as run_caption
-    from ..evaluation.vision.caption import select_concept_heads
+    from ..evaluation.vision.caption import direction_for, run_caption
+    from ..io import check_writable
 
-    ks_list = _ints(ks)
-    alpha_list = parse_numbers(alphas, "--alphas")
-    _check_common(positions, output)
-    loaded = load(model)
-    select = data.shapes("select", n_select)
-    ranking = select_concept_heads(loaded, select, data.COLOUR_NAMES)
+    criterion, comparisons = _criteria(criterion, compare)
+    chosen_percents, chosen_ks = _counts(percents, ks)
+    chosen_alphas = parse_numbers(alphas, "--alphas")
+    direction = direction_for(chosen_alphas)
+    window = parse_window(layers)
+    _check_common(positions)
+    check_model_options(device, device_map)
+    check_writable(out, what="results file")
     result = run_caption(
-        loaded,
-        select,
+        load(model, dtype, device, device_map),
+        data.shapes("select", n_select),
         data.shapes("test", n_eval),
-        ks=ks_list,
-        alphas=alpha_list,
-        seeds=seeds,
+        words=data.COLOUR_NAMES,
+        concept="colours",
+        criterion=criterion,
+        comparisons=comparisons,
+        percents=chosen_percents,
+        ks=chosen_ks,
+        alphas=chosen_alphas,
+        direction=direction,
+        n_controls=controls,
+        seed=seed,
         positions=positions,
-        max_new_tokens=14,
-        ranking=ranking,
-        out=output,
+        layers=window,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        output=out,
+        log=typer.echo,
     )
-    typer.echo(result.summary().to_string(index=False))
-    typer.echo(f"wrote {output}")
+    print_experiment(result, out, also=("cider", "any_concept_word"))

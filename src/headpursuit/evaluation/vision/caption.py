@@ -1,42 +1,75 @@
-"""Captioning under head interventions (paper §4.2 / Flickr30k colour experiment).
+"""Captioning under head interventions (paper §4.2, Flickr30k colours), on the experiment engine.
 
-Heads are selected by SOMP over a concept's word tokens (default: the colour words of the
-shape scenes) with image-token pooling on selection images. On disjoint evaluation images
-the model captions each image unmodified, with the top-k heads suppressed (α = −1) or
-amplified (α = 5), and with matched random heads (several seeds). Metrics: the frequency of
-the concept's words (share of captions naming at least one, and words per caption) and
-CIDEr against the reference captions; retention = value / unmodified value.
+Heads are ranked by :func:`~headpursuit.ranking.criteria.rank_heads` over a concept's word
+tokens (default: the colour words of the shape scenes) with image-token pooling on
+selection images. On disjoint evaluation images the model captions each image unmodified,
+with the top-k heads scaled, with at least 20 matched random control head sets and with
+the comparison rankings' top-k (:func:`~headpursuit.evaluation.experiment.run_experiment`).
+Per image (each image its own bootstrap cluster):
+
+* ``concept_words``: how many of the concept's words the caption holds (the primary);
+* ``any_concept_word``: 1 if it holds at least one;
+* ``cider``: the caption's CIDEr-D against the image's reference captions (pycocoevalcap's
+  per-image score; the corpus CIDEr is their mean, so ``Σ arm / Σ baseline`` is the CIDEr
+  retention).
+
+One experiment has one direction, derived from its scales (:func:`direction_for`):
+suppression (α < 1, e.g. −1) expects fewer concept words ("decrease"), amplification
+(α > 1, e.g. 5) more ("increase"); run the two as two experiments.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ...errors import InputError
-from ...io import write_json
-from ...models.architectures import AttentionSites
 from ...models.loading import LoadedModel
-from ...ranking.concepts import concept_from_words
-from ...ranking.controls import matched_controls
+from ...ranking.criteria import DEFAULT_CRITERION
 from ...ranking.head_ranking import HeadRanking
 from ...steering.generation import generate
-from ...steering.hooks import steer
+from ..experiment import ExperimentResult, ItemSet, run_experiment
 from .cider import cider, tokenize
-from .classify import mean_std, prompt_for, rank_image_heads
+from .classify import (
+    COMPARISONS,
+    check_disjoint,
+    choose_ks,
+    prompt_for,
+    rank_all,
+    record_texts,
+    select_heads,
+)
 from .data import SHAPE_COLOURS, ImageExample
 
 COLOUR_WORDS = list(SHAPE_COLOURS)
 
 
+def word_counts(captions: Sequence[str], words: Sequence[str]) -> np.ndarray:
+    """``[n]`` how many tokens of each caption (after :func:`~.cider.tokenize`) are one of
+    ``words`` (case-insensitive)."""
+    vocabulary = {w.lower() for w in words}
+    return np.array([float(sum(t in vocabulary for t in tokenize(c).split())) for c in captions])
+
+
 def keyword_stats(captions: Sequence[str], words: Sequence[str]) -> tuple[float, float]:
     """(share of captions with at least one of ``words``, mean count of ``words`` per caption)."""
-    vocabulary = {w.lower() for w in words}
-    counts = [sum(t in vocabulary for t in tokenize(c).split()) for c in captions]
-    return sum(c > 0 for c in counts) / len(counts), sum(counts) / len(counts)
+    counts = word_counts(captions, words)
+    return float((counts > 0).mean()), float(counts.mean())
+
+
+def direction_for(alphas: Sequence[float]) -> str:
+    """ "decrease" when every scale is at most 1 (suppression), "increase" when every scale
+    is at least 1 (amplification); a mix is refused (one experiment, one direction)."""
+    if all(a <= 1 for a in alphas):
+        return "decrease"
+    if all(a >= 1 for a in alphas):
+        return "increase"
+    raise InputError(
+        f"Scales {', '.join(f'{a:g}' for a in alphas)} mix suppression (below 1) and "
+        "amplification (above 1); run them as two experiments, e.g. --alphas=-1 and --alphas 5."
+    )
 
 
 def select_concept_heads(
@@ -45,149 +78,142 @@ def select_concept_heads(
     words: Sequence[str],
     *,
     concept: str = "colours",
-    criterion: str = "specificity",
-    n_atoms: int = 10,
+    criterion: str = DEFAULT_CRITERION,
 ) -> HeadRanking:
-    """Rank heads by SOMP over the concept words' tokens with image-token pooling
-    (see :func:`~headpursuit.vlm.classify.rank_image_heads` for ``criterion``)."""
-    tokens = concept_from_words(loaded.tokenizer, list(words), name=concept, multi_token="first")
-    return rank_image_heads(
-        loaded, examples, tokens.token_ids, concept=concept, criterion=criterion, n_atoms=n_atoms
+    """Rank heads for the concept words' tokens with image-token pooling
+    (:func:`~headpursuit.evaluation.vision.classify.select_heads`)."""
+    return select_heads(loaded, examples, words, concept=concept, criterion=criterion)
+
+
+def caption_images(
+    loaded: LoadedModel,
+    examples: Sequence[ImageExample],
+    *,
+    max_new_tokens: int = 16,
+    batch_size: int = 32,
+) -> list[str]:
+    """The first line of the greedy caption of each image (as the model is now)."""
+    _, captions = generate(
+        loaded,
+        [prompt_for(loaded, e.question) for e in examples],
+        images=[e.image for e in examples],
+        chat=False,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
     )
+    return [c.strip().split("\n")[0] for c in captions]
 
 
-@dataclass
-class CaptionRow:
-    """One condition: heads chosen by ``condition`` ("unmodified", "somp", "random") scaled by α.
-
-    ``*_retention`` are the value divided by the unmodified model's value.
-    """
-
-    condition: str
-    k: int
-    seed: int
-    alpha: float
-    keyword_share: float
-    keywords_per_caption: float
-    cider: float
-    keyword_retention: float = float("nan")
-    cider_retention: float = float("nan")
-    example: str = ""
+def caption_scores(
+    captions: Sequence[str], examples: Sequence[ImageExample], words: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Per-caption ``concept_words``, ``any_concept_word`` and ``cider`` (module doc); the
+    references are each example's ``references`` (or its ``answer``)."""
+    counts = word_counts(captions, words)
+    _, per_image = cider([e.references or [e.answer] for e in examples], list(captions))
+    return {
+        "concept_words": counts,
+        "any_concept_word": (counts > 0).astype(float),
+        "cider": np.array(per_image),
+    }
 
 
-@dataclass
-class CaptionResult:
-    """Captioning under interventions: rows, the heads, and the captions of each condition."""
-
-    concept: str
-    words: list[str]
-    n_select: int
-    n_eval: int
-    rows: list[CaptionRow]
-    heads: dict[int, list[str]] = field(default_factory=dict)
-    model_id: str = ""
-
-    def to_frame(self):
-        """One row per condition (pandas DataFrame)."""
-        import pandas as pd
-
-        return pd.DataFrame([asdict(r) for r in self.rows])
-
-    def summary(self):
-        """Mean ± std over seeds of keyword and CIDEr retention per (condition, k, α)."""
-        import pandas as pd
-
-        groups: dict[tuple[str, int, float], list[CaptionRow]] = {}
-        for row in self.rows:
-            groups.setdefault((row.condition, row.k, row.alpha), []).append(row)
-        records = []
-        for (condition, k, alpha), rows in groups.items():
-            record = {"condition": condition, "k": k, "alpha": alpha, "n": len(rows)}
-            for name in ("keywords_per_caption", "keyword_retention", "cider", "cider_retention"):
-                values = [getattr(r, name) for r in rows]
-                record[name], record[name + "_std"] = mean_std(values)
-            records.append(record)
-        return pd.DataFrame(records)
-
-    def to_json(self) -> dict:
-        return {
-            "kind": "headpursuit.vlm.caption",
-            "concept": self.concept,
-            "words": self.words,
-            "model_id": self.model_id,
-            "n_select": self.n_select,
-            "n_eval": self.n_eval,
-            "heads": {str(k): v for k, v in self.heads.items()},
-            "rows": [asdict(r) for r in self.rows],
-        }
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        return write_json(path, self.to_json())
-
-
-def caption(
+def run_caption(
     loaded: LoadedModel,
     select: Sequence[ImageExample],
     evaluate: Sequence[ImageExample],
     *,
     words: Sequence[str] = COLOUR_WORDS,
     concept: str = "colours",
-    ks: Sequence[int] = (8,),
-    alphas: Sequence[float] = (-1.0, 5.0),
-    seeds: int = 5,
+    dataset: str = "shapes",
+    rankings: Mapping[str, HeadRanking] | None = None,
+    criterion: str = DEFAULT_CRITERION,
+    comparisons: Sequence[str] = COMPARISONS,
+    percents: Sequence[float] = (1.0, 2.0, 3.0),
+    ks: Sequence[int] | None = None,
+    alphas: Sequence[float] = (-1.0,),
+    direction: str | None = None,
+    n_controls: int = 20,
+    seed: int = 0,
     positions: str = "all",
+    layers: tuple[int, int] | None = None,
     max_new_tokens: int = 16,
-    ranking: HeadRanking | None = None,
-    out: str | os.PathLike[str] | None = None,
-) -> CaptionResult:
-    """Caption ``evaluate`` unmodified and with top-k concept heads / matched controls scaled.
+    batch_size: int = 32,
+    output: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ExperimentResult:
+    """Caption ``evaluate`` unmodified and with the concept's top-k heads, the comparison
+    rankings' and matched controls scaled by each α.
 
     Args:
         select: images for head selection (disjoint from ``evaluate``).
         evaluate: images with ``references`` (or ``answer``) as reference captions.
-        words: the concept's words, counted in the captions and used as the SOMP dictionary.
-        ks, alphas, seeds: heads per condition, scales (−1 suppresses, 5 amplifies), controls.
+        words: the concept's words: the ranking's dictionary, and counted in the captions.
+        dataset: the name of the evaluated set.
+        rankings, criterion, comparisons, percents, ks, n_controls, positions, layers: as
+            :func:`~headpursuit.evaluation.vision.classify.run_classify`.
+        alphas: scales (−1 suppresses, 5 amplifies; not both in one experiment).
+        direction: "decrease" or "increase" (default: :func:`direction_for` the alphas).
+
+    Returns:
+        an :class:`~headpursuit.evaluation.experiment.ExperimentResult` (task "caption",
+        primary ``concept_words``); ``config["texts"]`` holds the captions of the baseline
+        and of every ranking's arm.
     """
-    if {id(e.image) for e in select} & {id(e.image) for e in evaluate}:
-        raise InputError("Selection and evaluation images overlap; use disjoint sets.")
-    if ranking is None:
-        ranking = select_concept_heads(loaded, select, words, concept=concept)
-    sites = AttentionSites(loaded.model)
-    prompts = [prompt_for(loaded, e.question) for e in evaluate]
-    images = [e.image for e in evaluate]
-    references = [e.references or [e.answer] for e in evaluate]
-
-    def run(condition: str, k: int, seed: int, alpha: float, heads) -> CaptionRow:
-        with steer(loaded.model, heads, alpha, positions=positions):
-            _, captions = generate(
-                loaded, prompts, images=images, chat=False, max_new_tokens=max_new_tokens
-            )
-        captions = [re.split(r"\n", c.strip())[0] for c in captions]
-        share, per_caption = keyword_stats(captions, words)
-        score, _ = cider(references, captions)
-        return CaptionRow(condition, k, seed, alpha, share, per_caption, score, example=captions[0])
-
-    rows = [run("unmodified", 0, -1, 1.0, [])]
-    heads: dict[int, list[str]] = {}
-    for k in ks:
-        top = ranking.top(k)
-        heads[k] = [str(h) for h in top]
-        for alpha in alphas:
-            rows.append(run("somp", k, -1, alpha, top))
-            for seed in range(seeds):
-                controls = matched_controls(top, sites.n_layers, sites.n_heads, seed=seed)
-                rows.append(run("random", k, seed, alpha, controls))
-    base = rows[0]
-    for row in rows:
-        row.keyword_retention = (
-            row.keywords_per_caption / base.keywords_per_caption
-            if base.keywords_per_caption
-            else float("nan")
-        )
-        row.cider_retention = row.cider / base.cider if base.cider else float("nan")
-    result = CaptionResult(
-        concept, list(words), len(select), len(evaluate), rows, heads, loaded.model_id
+    if not evaluate:
+        raise InputError("No evaluation images to caption.")
+    check_disjoint(select, evaluate)
+    direction = direction or direction_for(alphas)
+    known = rank_all(
+        loaded,
+        select,
+        words,
+        [criterion, *comparisons],
+        concept=concept,
+        rankings=rankings,
+        seed=seed,
+        layers=layers,
+        batch_size=batch_size,
+        log=log,
     )
-    if out is not None:
-        result.save(out)
+    ranking = known[criterion]
+    others = [known[c] for c in comparisons if c != criterion]
+    texts: list[dict[str, list[str]]] = []
+
+    def score() -> dict[str, dict[str, np.ndarray]]:
+        captions = caption_images(
+            loaded, evaluate, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+        texts.append({dataset: captions})
+        return {dataset: caption_scores(captions, evaluate, words)}
+
+    result = run_experiment(
+        loaded,
+        task="caption",
+        concept=concept,
+        sets=[ItemSet(dataset, "target", tuple(f"{dataset}/{i}" for i in range(len(evaluate))))],
+        evaluate=score,
+        primary="concept_words",
+        selected=ranking,
+        others=others,
+        ks=choose_ks(loaded, percents, ks),
+        alphas=alphas,
+        n_controls=n_controls,
+        seed=seed,
+        direction=direction,
+        positions=positions,
+        config={
+            "words": list(words),
+            "n_select": len(select),
+            "n_items": len(evaluate),
+            "references": [e.references or [e.answer] for e in evaluate],
+            "max_new_tokens": max_new_tokens,
+            "comparisons": [o.criterion for o in others],
+            "percents": list(percents) if not ks else None,
+        },
+        log=log,
+    )
+    record_texts(result, texts)
+    if output is not None:
+        result.save(output)
     return result

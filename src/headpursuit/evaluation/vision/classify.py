@@ -1,63 +1,97 @@
-"""Image classification under head interventions (paper §4.2, Figure 1).
+"""Image classification under head interventions (paper §4.2, Figure 1), on the experiment engine.
 
-The model is asked to name the class of each image; a prediction is correct when the
-greedy answer equals the class name after :func:`~headpursuit.vlm.class_names.normalise`.
-Heads are selected by SOMP over the class names' unembedding rows with image-token pooling
-(``capture(..., pooling="image")`` then ``rank_heads``) on *selection* images, which must be
-disjoint from the *evaluation* images. The top-k heads are flipped (α = −1) and compared
-with matched random controls (same per-layer counts, disjoint, several seeds) and with the
-unmodified model.
+The model is asked to name the class of each image; an answer is ``correct`` (1, else 0)
+when the greedy answer equals the class name after
+:func:`~headpursuit.evaluation.vision.class_names.normalise`. Heads are ranked by
+:func:`~headpursuit.ranking.criteria.rank_heads` over the class names' unembedding rows,
+with head outputs pooled over the image tokens (``capture(..., pooling="image")``) of
+*selection* images, which must be disjoint from the *evaluation* images. The top-k heads
+are scaled (α = −1 flips them) and compared, through
+:func:`~headpursuit.evaluation.experiment.run_experiment`, with the unmodified model, with
+at least 20 matched random control head sets and with the top-k of the comparison
+rankings: items are the evaluation images (each image its own bootstrap cluster), the
+target set is the dataset whose class names ranked the heads, and other datasets evaluated
+alongside (their own images and class names) are non-target sets.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import statistics
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ...activations.capture import capture
+from ...activations.store import Activations
 from ...errors import InputError
-from ...heads import Head
-from ...io import write_json
 from ...models.architectures import AttentionSites
 from ...models.loading import LoadedModel
 from ...models.tiny_vlm import IMAGE_TOKEN, vlm_prompt
-from ...ranking.concepts import concept_from_words
-from ...ranking.controls import matched_controls
-from ...ranking.criteria import rank_heads
+from ...ranking.concepts import concept_from_words, word_token_ids
+from ...ranking.criteria import DEFAULT_CRITERION, DEFAULT_N_RANDOM, rank_heads
 from ...ranking.head_ranking import HeadRanking
 from ...steering.generation import generate
-from ...steering.hooks import steer
+from ..experiment import ExperimentResult, ItemSet, heads_for_percent, run_experiment
 from .class_names import normalise
 from .data import ImageExample
 
-DEFAULT_KS = (3, 5, 8)  # about 1%, 2%, 3% of SmolLM2's 270 heads
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value; NaN-safe: NaN in, NaN out)."""
-    if any(math.isnan(v) for v in values):
-        return float("nan"), float("nan")
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+#: The comparison rankings of every vision experiment (as in the language tasks).
+COMPARISONS = ("evr", "logit_lens")
 
 
 def prompt_for(loaded: LoadedModel, question: str) -> str:
     """The full prompt for one image question.
 
-    The tiny VLM (image token ``<empty_output>``) uses :func:`~headpursuit.vlm.tiny.vlm_prompt`;
-    other LLaVA models get their processor's image token in their chat template.
+    The tiny VLM (image token ``<empty_output>``) uses
+    :func:`~headpursuit.models.tiny_vlm.vlm_prompt`; other LLaVA models get their
+    processor's image token in their chat template (``"<image> question"`` without one).
     """
     token = getattr(loaded.processor, "image_token", IMAGE_TOKEN)
     if token == IMAGE_TOKEN:
         return vlm_prompt(question)
+    if not getattr(loaded.tokenizer, "chat_template", None):
+        return f"{token} {question}"
     return loaded.tokenizer.apply_chat_template(
         [{"role": "user", "content": f"{token}\n{question}"}],
         add_generation_prompt=True,
         tokenize=False,
+    )
+
+
+def answer_length(loaded: LoadedModel, class_names: Sequence[str]) -> int:
+    """Tokens generated per answer: the longest class name's token count plus one."""
+    return max(len(loaded.tokenizer(name).input_ids) for name in class_names) + 1
+
+
+def answer_images(
+    loaded: LoadedModel,
+    examples: Sequence[ImageExample],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 32,
+) -> list[str]:
+    """The greedy answer to each example's question about its image (as the model is now,
+    steered or not)."""
+    _, answers = generate(
+        loaded,
+        [prompt_for(loaded, e.question) for e in examples],
+        images=[e.image for e in examples],
+        chat=False,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+    return answers
+
+
+def correct_answers(
+    answers: Sequence[str], examples: Sequence[ImageExample], class_names: Sequence[str]
+) -> np.ndarray:
+    """``[n]`` 1.0 where the normalised answer is the example's class name, else 0.0."""
+    names = [normalise(n) for n in class_names]
+    return np.array(
+        [float(normalise(a) == names[e.label]) for a, e in zip(answers, examples, strict=True)]
     )
 
 
@@ -66,60 +100,27 @@ def accuracy(
     examples: Sequence[ImageExample],
     class_names: Sequence[str],
     *,
-    heads: Sequence[Head] = (),
-    alpha: float = -1.0,
-    positions: str = "all",
     batch_size: int = 32,
 ) -> tuple[float, list[str]]:
-    """Exact-match accuracy of the model (with ``heads`` scaled by ``alpha``) on ``examples``.
+    """Exact-match accuracy of the model as it is now on ``examples``.
 
     Returns:
         (accuracy in [0, 1], the raw answers).
     """
-    prompts = [prompt_for(loaded, e.question) for e in examples]
-    images = [e.image for e in examples]
-    longest = max(len(loaded.tokenizer(name).input_ids) for name in class_names)
-    with steer(loaded.model, heads, alpha, positions=positions):
-        _, answers = generate(
-            loaded,
-            prompts,
-            images=images,
-            chat=False,
-            max_new_tokens=longest + 1,
-            batch_size=batch_size,
-        )
-    names = [normalise(n) for n in class_names]
-    hits = [normalise(a) == names[e.label] for a, e in zip(answers, examples, strict=True)]
-    return sum(hits) / len(hits), answers
+    answers = answer_images(
+        loaded,
+        examples,
+        max_new_tokens=answer_length(loaded, class_names),
+        batch_size=batch_size,
+    )
+    return float(correct_answers(answers, examples, class_names).mean()), answers
 
 
-CRITERIA = ("evr", "specificity")
-
-
-def rank_image_heads(
-    loaded: LoadedModel,
-    examples: Sequence[ImageExample],
-    token_ids: Sequence[int],
-    *,
-    concept: str = "concept",
-    criterion: str = "specificity",
-    n_atoms: int = 10,
-    n_random: int = 3,
-    seed: int = 0,
-    batch_size: int = 32,
-) -> HeadRanking:
-    """Capture image-token-pooled head outputs on ``examples`` and rank heads for a concept.
-
-    Args:
-        token_ids: the concept's unembedding rows.
-        criterion: "evr" ranks by the concept-restricted SOMP EVR (the paper); "specificity"
-            subtracts the mean EVR of ``n_random`` random token sets of the same size (drawn
-            from the rest of the vocabulary with ``seed``), which removes the heads that any
-            dictionary explains (layer-0 heads of tied-embedding models; see DESIGN.md).
-    """
-    if criterion not in CRITERIA:
-        raise InputError(f"Unknown criterion {criterion!r}; choose one of {CRITERIA}.")
-    activations = capture(
+def image_activations(
+    loaded: LoadedModel, examples: Sequence[ImageExample], *, batch_size: int = 32
+) -> Activations:
+    """Head outputs ``[n, L, H, head_dim]`` pooled over each example's image tokens."""
+    return capture(
         loaded,
         [prompt_for(loaded, e.question) for e in examples],
         images=[e.image for e in examples],
@@ -127,166 +128,268 @@ def rank_image_heads(
         batch_size=batch_size,
         progress=False,
     )
-    sites = AttentionSites(loaded.model)
+
+
+def concept_token_ids(loaded: LoadedModel, words: Sequence[str], concept: str) -> list[int]:
+    """Unembedding rows of a list of names: every single-token spelling of each name and
+    of its words, or its first token when it has none
+    (``concept_from_words(..., multi_token="first")``)."""
+    expanded = [w for name in words for w in dict.fromkeys([name, *name.split()])]
+    tokens = concept_from_words(loaded.tokenizer, expanded, name=concept, multi_token="first")
+    return list(tokens.token_ids)
+
+
+def rank_image_heads(
+    loaded: LoadedModel,
+    activations: Activations,
+    token_ids: Sequence[int],
+    *,
+    concept: str = "concept",
+    criterion: str = DEFAULT_CRITERION,
+    n_random: int = DEFAULT_N_RANDOM,
+    seed: int = 0,
+    layers: tuple[int, int] | None = None,
+) -> HeadRanking:
+    """Every head scored for a concept from image-pooled activations
+    (:func:`image_activations`), by :func:`~headpursuit.ranking.criteria.rank_heads`.
+
+    The ``specificity`` criterion (the library's default) draws its ``n_random`` random
+    dictionaries from the tokenizer's word-like tokens, as the language tasks do.
+    """
     return rank_heads(
         activations,
-        sites,
+        AttentionSites(loaded.model),
         token_ids,
         criterion=criterion,
         concept=concept,
-        n_atoms=n_atoms,
         n_random=n_random,
+        random_pool=word_token_ids(loaded.tokenizer),
         seed=seed,
+        layers=layers,
     )
 
 
 def select_heads(
     loaded: LoadedModel,
     examples: Sequence[ImageExample],
-    class_names: Sequence[str],
+    words: Sequence[str],
     *,
     concept: str = "classes",
-    criterion: str = "specificity",
-    n_atoms: int = 10,
+    criterion: str = DEFAULT_CRITERION,
+    seed: int = 0,
     batch_size: int = 32,
 ) -> HeadRanking:
-    """Rank heads by SOMP over the class names' tokens, pooling each head over image tokens.
-
-    Every class name contributes its single-token spellings (and those of its words), or its
-    first token when it has none (``concept_from_words(..., multi_token="first")``). See
-    :func:`rank_image_heads` for ``criterion``.
-    """
-    words = [w for name in class_names for w in dict.fromkeys([name, *name.split()])]
-    tokens = concept_from_words(loaded.tokenizer, words, name=concept, multi_token="first")
+    """Capture ``examples`` (image pooling) and rank every head for ``words`` (class names
+    or concept words, see :func:`concept_token_ids`) under one criterion."""
     return rank_image_heads(
         loaded,
-        examples,
-        tokens.token_ids,
+        image_activations(loaded, examples, batch_size=batch_size),
+        concept_token_ids(loaded, words, concept),
         concept=concept,
         criterion=criterion,
-        n_atoms=n_atoms,
-        batch_size=batch_size,
+        seed=seed,
     )
 
 
-@dataclass
-class ClassifyRow:
-    """One evaluated condition.
-
-    Attributes:
-        condition: "unmodified", "somp" or "random".
-        k: number of heads intervened on (0 for unmodified).
-        seed: control seed (-1 for SOMP/unmodified).
-        alpha: the scale applied to the heads.
-        accuracy: exact-match accuracy.
-        normalised: accuracy / unmodified accuracy (the paper's Figure 1 axis).
-    """
-
-    condition: str
-    k: int
-    seed: int
-    alpha: float
-    accuracy: float
-    normalised: float = float("nan")
+def check_disjoint(select: Sequence[ImageExample], evaluate: Sequence[ImageExample]) -> None:
+    """Refuse selection images that are also evaluation images (the same image objects)."""
+    seen = {id(e.image) for e in select}
+    if any(id(e.image) in seen for e in evaluate):
+        raise InputError("Selection and evaluation images overlap; use disjoint sets.")
 
 
-@dataclass
-class ClassifyResult:
-    """Classification under interventions: per-condition rows, the heads, and a summary."""
-
-    dataset: str
-    n_select: int
-    n_eval: int
-    rows: list[ClassifyRow]
-    heads: dict[int, list[str]] = field(default_factory=dict)
-    model_id: str = ""
-
-    def to_frame(self):
-        """One row per condition (pandas DataFrame)."""
-        import pandas as pd
-
-        return pd.DataFrame([asdict(r) for r in self.rows])
-
-    def summary(self):
-        """Mean ± std over control seeds: columns condition, k, mean, std, n (DataFrame)."""
-        import pandas as pd
-
-        groups: dict[tuple[str, int], list[float]] = {}
-        for row in self.rows:
-            groups.setdefault((row.condition, row.k), []).append(row.normalised)
-        records = []
-        for (condition, k), values in groups.items():
-            mean, std = mean_std(values)
-            records.append(
-                {"condition": condition, "k": k, "mean": mean, "std": std, "n": len(values)}
-            )
-        return pd.DataFrame(records)
-
-    def to_json(self) -> dict:
-        return {
-            "kind": "headpursuit.vlm.classify",
-            "dataset": self.dataset,
-            "model_id": self.model_id,
-            "n_select": self.n_select,
-            "n_eval": self.n_eval,
-            "heads": {str(k): v for k, v in self.heads.items()},
-            "rows": [asdict(r) for r in self.rows],
-        }
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        return write_json(path, self.to_json())
-
-
-def classify(
+def rank_all(
     loaded: LoadedModel,
+    select: Sequence[ImageExample],
+    words: Sequence[str],
+    names: Sequence[str],
+    *,
+    concept: str,
+    rankings: Mapping[str, HeadRanking] | None = None,
+    seed: int = 0,
+    layers: tuple[int, int] | None = None,
+    batch_size: int = 32,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, HeadRanking]:
+    """The rankings named in ``names`` (``rankings`` given, the rest computed from one
+    capture of the selection images)."""
+    say = log or (lambda text: None)
+    known = dict(rankings or {})
+    activations = None
+    token_ids: list[int] = []
+    for name in dict.fromkeys(names):
+        if name in known:
+            continue
+        if activations is None:
+            say(f"Capturing {len(select)} selection images (image-token pooling)...")
+            activations = image_activations(loaded, select, batch_size=batch_size)
+            token_ids = concept_token_ids(loaded, words, concept)
+        start = time.perf_counter()
+        known[name] = rank_image_heads(
+            loaded,
+            activations,
+            token_ids,
+            concept=concept,
+            criterion=name,
+            seed=seed,
+            layers=layers,
+        )
+        say(f"Ranked heads for {concept} by {name} ({time.perf_counter() - start:.1f} s)")
+    return known
+
+
+def choose_ks(
+    loaded: LoadedModel, percents: Sequence[float], ks: Sequence[int] | None
+) -> list[int]:
+    """Explicit ``ks``, or each percentage of the model's heads (distinct values, in order)."""
+    sites = AttentionSites(loaded.model)
+    total = sites.n_layers * sites.n_heads
+    return list(dict.fromkeys(ks or [heads_for_percent(p, total) for p in percents]))
+
+
+def record_texts(result: ExperimentResult, texts: list[dict[str, list[str]]]) -> None:
+    """Keep the generated texts of every arm but the controls in ``result.config["texts"]``
+    (``texts`` holds one entry per evaluator call, in the order of ``result.arms``)."""
+    if len(texts) != len(result.arms):
+        raise RuntimeError(f"{len(texts)} evaluator calls for {len(result.arms)} arms.")
+    result.config["texts"] = {
+        f"{arm.arm} k={arm.k} alpha={arm.alpha:g}": per_set
+        for arm, per_set in zip(result.arms, texts, strict=True)
+        if arm.arm != "control"
+    }
+
+
+def run_classify(
+    loaded: LoadedModel,
+    dataset: str,
     select: Sequence[ImageExample],
     evaluate: Sequence[ImageExample],
     class_names: Sequence[str],
     *,
-    dataset: str = "dataset",
-    ks: Sequence[int] = DEFAULT_KS,
-    seeds: int = 5,
-    alpha: float = -1.0,
+    nontarget: Mapping[str, tuple[Sequence[ImageExample], Sequence[str]]] | None = None,
+    rankings: Mapping[str, HeadRanking] | None = None,
+    criterion: str = DEFAULT_CRITERION,
+    comparisons: Sequence[str] = COMPARISONS,
+    percents: Sequence[float] = (1.0, 2.0, 3.0),
+    ks: Sequence[int] | None = None,
+    alphas: Sequence[float] = (-1.0,),
+    n_controls: int = 20,
+    seed: int = 0,
     positions: str = "all",
-    ranking: HeadRanking | None = None,
-    out: str | os.PathLike[str] | None = None,
-) -> ClassifyResult:
-    """The §4.2 experiment: flip the top-k SOMP heads vs matched random heads vs nothing.
+    layers: tuple[int, int] | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 32,
+    output: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ExperimentResult:
+    """The §4.2 experiment: scale the dataset's top-k heads vs matched controls vs nothing.
 
     Args:
-        select: images for head selection (disjoint from ``evaluate``; checked by identity).
+        dataset: the target set's name (and the concept of the ranking).
+        select: images for head selection (disjoint from every evaluated image).
         evaluate: held-out images with labels (indices into ``class_names``).
-        ks: numbers of heads to flip.
-        seeds: random control seeds per k (mean and std reported).
-        ranking: a precomputed ranking (else computed from ``select``).
-        out: write the result JSON there.
+        nontarget: other datasets evaluated under the same interventions, by name:
+            (images, class names); the heads should leave them intact.
+        rankings: precomputed rankings of the class names by criterion (the missing ones
+            are computed from ``select``).
+        criterion, comparisons: the ranking under test and the comparison rankings.
+        percents / ks: head counts as % of all heads, or explicitly.
+        alphas: scales (−1 flips, 0 ablates); the direction is "decrease" (accuracy lost).
+        n_controls: matched control sets per (k, α) (at least 20 for p < 0.05).
+        positions: where the heads are scaled ("all", "image", "text", ...).
+        max_new_tokens: tokens generated per answer (default: the longest class name's
+            token count plus one, per set).
+
+    Returns:
+        an :class:`~headpursuit.evaluation.experiment.ExperimentResult` (task "classify",
+        primary ``correct`` per image); ``config["texts"]`` holds the answers of the
+        baseline and of every ranking's arm.
     """
-    if {id(e.image) for e in select} & {id(e.image) for e in evaluate}:
-        raise InputError("Selection and evaluation images overlap; use disjoint sets.")
-    if ranking is None:
-        ranking = select_heads(loaded, select, class_names, concept=dataset)
-    sites = AttentionSites(loaded.model)
-    base, _ = accuracy(loaded, evaluate, class_names)
-    rows = [ClassifyRow("unmodified", 0, -1, 1.0, base)]
-    heads: dict[int, list[str]] = {}
-    for k in ks:
-        top = ranking.top(k)
-        heads[k] = [str(h) for h in top]
-        value, _ = accuracy(
-            loaded, evaluate, class_names, heads=top, alpha=alpha, positions=positions
-        )
-        rows.append(ClassifyRow("somp", k, -1, alpha, value))
-        for seed in range(seeds):
-            controls = matched_controls(top, sites.n_layers, sites.n_heads, seed=seed)
-            value, _ = accuracy(
-                loaded, evaluate, class_names, heads=controls, alpha=alpha, positions=positions
+    if nontarget and dataset in nontarget:
+        raise InputError(f"The target dataset {dataset!r} cannot also be a non-target set.")
+    sets_data: dict[str, tuple[Sequence[ImageExample], Sequence[str]]] = {
+        dataset: (evaluate, class_names),
+        **(nontarget or {}),
+    }
+    for name, (examples, names) in sets_data.items():
+        if not examples:
+            raise InputError(f"No evaluation images for {name!r}.")
+        check_disjoint(select, examples)
+        for e in examples:
+            if not 0 <= e.label < len(names):
+                raise InputError(
+                    f"An image of {name!r} has label {e.label}, outside its "
+                    f"{len(names)} class names."
+                )
+    known = rank_all(
+        loaded,
+        select,
+        class_names,
+        [criterion, *comparisons],
+        concept=dataset,
+        rankings=rankings,
+        seed=seed,
+        layers=layers,
+        batch_size=batch_size,
+        log=log,
+    )
+    ranking = known[criterion]
+    others = [known[c] for c in comparisons if c != criterion]
+    lengths = {
+        name: max_new_tokens or answer_length(loaded, names)
+        for name, (_, names) in sets_data.items()
+    }
+    texts: list[dict[str, list[str]]] = []
+
+    def score() -> dict[str, dict[str, np.ndarray]]:
+        values, answers = {}, {}
+        for name, (examples, names) in sets_data.items():
+            answers[name] = answer_images(
+                loaded, examples, max_new_tokens=lengths[name], batch_size=batch_size
             )
-            rows.append(ClassifyRow("random", k, seed, alpha, value))
-    for row in rows:
-        row.normalised = row.accuracy / base if base > 0 else float("nan")
-    result = ClassifyResult(dataset, len(select), len(evaluate), rows, heads, loaded.model_id)
-    if out is not None:
-        result.save(out)
+            values[name] = {"correct": correct_answers(answers[name], examples, names)}
+        texts.append(answers)
+        return values
+
+    item_sets = [
+        ItemSet(
+            name,
+            "target" if name == dataset else "nontarget",
+            tuple(f"{name}/{i}" for i in range(len(examples))),
+        )
+        for name, (examples, _) in sets_data.items()
+    ]
+    result = run_experiment(
+        loaded,
+        task="classify",
+        concept=dataset,
+        sets=item_sets,
+        evaluate=score,
+        primary="correct",
+        selected=ranking,
+        others=others,
+        ks=choose_ks(loaded, percents, ks),
+        alphas=alphas,
+        n_controls=n_controls,
+        seed=seed,
+        direction="decrease",
+        positions=positions,
+        config={
+            "n_select": len(select),
+            "n_items": {name: len(examples) for name, (examples, _) in sets_data.items()},
+            "class_names": {name: list(names) for name, (_, names) in sets_data.items()},
+            "labels": {
+                name: [e.label for e in examples] for name, (examples, _) in sets_data.items()
+            },
+            "max_new_tokens": lengths,
+            "comparisons": [o.criterion for o in others],
+            "percents": list(percents) if not ks else None,
+        },
+        log=log,
+    )
+    record_texts(result, texts)
+    if output is not None:
+        result.save(output)
     return result
 
 
@@ -306,8 +409,20 @@ def load_image_folder(
     for line in Path(labels_file).read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
+        if "," not in line:
+            raise InputError(f"{labels_file}: write each line as 'filename,label', got {line!r}.")
         filename, label = (part.strip() for part in line.rsplit(",", 1))
-        index = int(label) if label.isdigit() else names.index(normalise(label))
+        if label.isdigit():
+            index = int(label)
+        else:
+            index = names.index(normalise(label)) if normalise(label) in names else -1
+        if not 0 <= index < len(class_names):
+            raise InputError(
+                f"{labels_file}: label {label!r} is neither a class index below "
+                f"{len(class_names)} nor one of the class names."
+            )
+        if not (root / filename).is_file():
+            raise InputError(f"{labels_file}: no image file {root / filename}.")
         image = Image.open(root / filename).convert("RGB")
         examples.append(ImageExample(image, question, class_names[index], index))
     return examples
