@@ -18,6 +18,7 @@ from headpursuit import Activations, Head, HeadRanking, InputError, read_prompts
 from headpursuit.cli import app
 from headpursuit.evaluation.experiment import ExperimentResult
 from headpursuit.models import loading
+from headpursuit.protocol import DEFAULT_ALPHA
 from headpursuit.ranking.explain import Explanation, HeadExplanation
 from headpursuit.report import (
     build_report,
@@ -393,10 +394,12 @@ def test_demo_runs_the_whole_chain(tmp_path, fast_load):
         ranking = HeadRanking.load(tmp_path / f"ranking_{concept}.json")
         assert ranking.criterion == "specificity"
         run = SteeringRun.load(tmp_path / f"steering_{concept}.json")
-        assert run.heads == ranking.top(3) and run.alpha == -1.0
+        assert run.heads == ranking.top(3) and run.alpha == DEFAULT_ALPHA
     assert "report.html" in names and "activations.safetensors" in names
     assert "ranked by specificity" in result.stdout and "Report:" in result.stdout
     experiment = ExperimentResult.load(tmp_path / "experiment_countries.json")
     assert sum(a.arm == "control" for a in experiment.arms) == 20
-    assert experiment.config["criterion"] == "specificity" and experiment.settings() == [(3, -1.0)]
+    assert experiment.config["criterion"] == "specificity" and experiment.settings() == [
+        (3, DEFAULT_ALPHA)
+    ]
     assert "p = " in result.stdout and "Verdict: " in result.stdout

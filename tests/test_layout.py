@@ -107,6 +107,7 @@ STAGES = [
         "headpursuit.heads",
         "headpursuit.io",
         "headpursuit.distributed",
+        "headpursuit.protocol",
     ),
     ("headpursuit.models",),
     ("headpursuit.activations",),

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..protocol import DEFAULT_ALPHA
 from .common import app, handle_errors, load
 
 
@@ -31,9 +32,10 @@ def demo(
     """Run the whole chain on the embedded SmolLM2-135M-Instruct and bundled prompts.
 
     Captures 40 bundled questions, ranks heads for colours and countries, explains the top
-    heads, flips them (alpha = -1) next to matched random controls, tests the countries heads
-    against 20 matched random head sets on held-out fact questions (target: countries;
-    non-targets: colours, numbers) with CIs and a p-value, and writes an HTML report.
+    heads, ablates them (alpha = 0, the default protocol) next to matched random controls,
+    tests the countries heads against 20 matched random head sets on held-out fact
+    questions (target: countries; non-targets: colours, numbers) with CIs and a p-value,
+    and writes an HTML report.
     """
     import torch
 
@@ -76,7 +78,12 @@ def demo(
         )
         explanation.save(out_dir / f"explanation_{name}.json")
         run = compare_generations(
-            loaded, questions, heads, alpha=-1.0, max_new_tokens=max_new_tokens, concept=name
+            loaded,
+            questions,
+            heads,
+            alpha=DEFAULT_ALPHA,
+            max_new_tokens=max_new_tokens,
+            concept=name,
         )
         run.save(out_dir / f"steering_{name}.json")
         rankings[name] = ranking
@@ -91,7 +98,7 @@ def demo(
         for i, question in enumerate(run.prompts):
             typer.echo(f"  > {question}")
             typer.echo(f"    unmodified:              {run.unmodified[i]}")
-            typer.echo(f"    {name} heads flipped:    {run.steered[i]}")
+            typer.echo(f"    {name} heads ablated:    {run.steered[i]}")
             typer.echo(f"    control [{control}]: {run.control_outputs[0][i]}")
     artifacts.append(_specificity_check(loaded, rankings["countries"], top_k, out_dir))
     written = write_report(artifacts, out_dir / "report.html", top_k=10)
@@ -112,7 +119,7 @@ def _specificity_check(loaded: Any, ranking: Any, top_k: int, out_dir: Path) -> 
 
     sets = {c: known_facts(loaded, c, "test", max_asked=DEMO_QUESTIONS) for c in CONCEPTS}
     typer.echo(
-        f"\n== Is it specific? The top {top_k} countries heads flipped vs 20 matched random "
+        f"\n== Is it specific? The top {top_k} countries heads ablated vs 20 matched random "
         "head sets (same heads per layer), on test questions the model answers right: "
         + ", ".join(f"{c} {len(s.facts)}" for c, s in sets.items())
     )
@@ -124,7 +131,7 @@ def _specificity_check(loaded: Any, ranking: Any, top_k: int, out_dir: Path) -> 
         criterion=ranking.criterion,
         comparisons=(),
         ks=[top_k],
-        alphas=(-1.0,),
+        alphas=(DEFAULT_ALPHA,),
         n_controls=20,
         headline=False,
         output=out_dir / "experiment_countries.json",

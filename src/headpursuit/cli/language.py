@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import InputError
+from ..protocol import DEFAULT_ALPHA
 from .common import (
     DeviceMapOption,
     DeviceOption,
@@ -177,8 +178,9 @@ def qa(
     percents: PercentsOpt = "1,2,3",
     ks: KsOpt = None,
     alphas: Annotated[
-        str, typer.Option(help="Scales of the chosen heads, comma-separated.")
-    ] = "-1",
+        str,
+        typer.Option(help="Scales of the chosen heads, comma-separated (-1 flips: the paper)."),
+    ] = f"{DEFAULT_ALPHA:g}",
     layers: WindowOpt = None,
     controls: ControlsOpt = 20,
     split: SplitOpt = "test",
@@ -252,7 +254,7 @@ def wordfreq(
     ks: KsOpt = None,
     alphas: Annotated[
         str, typer.Option(help="Scales of the chosen heads, comma-separated (0 ablates).")
-    ] = "0",
+    ] = f"{DEFAULT_ALPHA:g}",
     layers: WindowOpt = None,
     controls: ControlsOpt = 20,
     split: SplitOpt = "test",

@@ -27,10 +27,10 @@ import torch
 from ..activations.store import AnyActivations
 from ..errors import InputError
 from ..models.architectures import AttentionSites
+from ..protocol import DEFAULT_CRITERION
 from .head_ranking import HeadRanking, check_window, head_somp
 
 CRITERIA = ("evr", "specificity", "logit_lens", "logit_lens_z")
-DEFAULT_CRITERION = "specificity"
 DEFAULT_N_RANDOM = 10
 
 

@@ -34,6 +34,7 @@ from ...activations.store import Activations
 from ...errors import InputError
 from ...models.architectures import AttentionSites
 from ...models.loading import LoadedModel
+from ...protocol import DEFAULT_ALPHA
 from ...ranking.concepts import resolve_concept, word_token_ids
 from ...ranking.criteria import DEFAULT_CRITERION, DEFAULT_N_RANDOM, rank_heads
 from ...ranking.head_ranking import HeadRanking
@@ -242,7 +243,7 @@ def run_qa(
     comparisons: Sequence[str] = COMPARISONS,
     percents: Sequence[float] = (1.0, 2.0, 3.0),
     ks: Sequence[int] | None = None,
-    alphas: Sequence[float] = (-1.0,),
+    alphas: Sequence[float] = (DEFAULT_ALPHA,),
     n_controls: int = 20,
     seed: int = 0,
     split: str = "test",

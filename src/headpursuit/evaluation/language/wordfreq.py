@@ -36,6 +36,7 @@ from ...activations.store import Activations
 from ...errors import InputError
 from ...models.architectures import AttentionSites
 from ...models.loading import LoadedModel
+from ...protocol import DEFAULT_ALPHA
 from ...ranking.concepts import (
     BUILTIN_CONCEPTS,
     concept_from_words,
@@ -214,7 +215,7 @@ def run_wordfreq(
     comparisons: Sequence[str] = COMPARISONS,
     percents: Sequence[float] = (1.0, 2.0, 3.0),
     ks: Sequence[int] | None = None,
-    alphas: Sequence[float] = (0.0,),
+    alphas: Sequence[float] = (DEFAULT_ALPHA,),
     n_controls: int = 20,
     seed: int = 0,
     split: str = "test",
