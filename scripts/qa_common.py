@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "qa"
 _DEV_ACTIVATIONS: dict[str, object] = {}
+_LENS_TOP: dict[str, object] = {}  # model -> its logit-lens top tokens (any concept)
 
 
 def dev_rankings(
@@ -41,7 +42,16 @@ def dev_rankings(
             )
         activations = _DEV_ACTIVATIONS[name]
         start = time.perf_counter()
-        ranking = rank_concept(loaded, activations, concept, criterion)
+        top = None
+        if criterion == "logit_lens":
+            if name not in _LENS_TOP:
+                from headpursuit.models.architectures import AttentionSites
+                from headpursuit.ranking.criteria import logit_lens_top_tokens
+
+                sites = AttentionSites(loaded.model)
+                _LENS_TOP[name] = logit_lens_top_tokens(activations, sites, sites.unembedding())
+            top = _LENS_TOP[name]
+        ranking = rank_concept(loaded, activations, concept, criterion, lens_top_tokens=top)
         ranking.save(path)
         log(f"{name}: ranked {concept} by {criterion} in {time.perf_counter() - start:.0f} s")
         out[criterion] = ranking

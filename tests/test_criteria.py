@@ -8,6 +8,7 @@ import torch
 
 from conftest import random_prompts, tiny_model
 from headpursuit import AttentionSites, Head, capture, rank_heads
+from headpursuit.ranking.criteria import logit_lens_top_tokens
 from oracle import textbook_somp
 
 TOKENS = [5, 9, 40, 41, 77, 100]
@@ -66,6 +67,10 @@ def test_logit_lens_is_the_share_of_concept_tokens_among_each_samples_top_five(s
             top5 = sorted(range(len(logits)), key=lambda t: -logits[t])[:5]
             hits += sum(t in TOKENS for t in top5)
         assert ranking.scores[head] == pytest.approx(hits / (5 * acts.n_samples), abs=1e-12)
+    # The top tokens do not depend on the concept: computed once, they give the same scores.
+    top = logit_lens_top_tokens(acts, sites, sites.unembedding())
+    again = rank_heads(acts, sites, TOKENS, criterion="logit_lens", lens_top_tokens=top)
+    assert again.scores.tolist() == ranking.scores.tolist()
     # Some head must see concept tokens at all, or the comparison above is vacuous.
     planted = rank_heads(acts, sites, list(range(0, 64)), criterion="logit_lens")
     assert float(planted.scores.max()) > 0

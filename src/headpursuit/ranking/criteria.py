@@ -92,6 +92,43 @@ def random_dictionary_evr(
 
 
 @torch.inference_mode()
+def logit_lens_top_tokens(
+    activations: AnyActivations,
+    sites: AttentionSites,
+    unembedding: torch.Tensor,
+    *,
+    per_sample: int = 5,
+    block: int = 8192,
+) -> torch.Tensor:
+    """``[L, H, n, per_sample]`` ids of each sample's highest logits for every head.
+
+    For head (l, h) and sample i the logits are ``H_i @ U.T`` (``[vocab]``, raw unembedding),
+    computed in head space (``z_i @ (U M_h).T``) with the vocabulary in blocks, keeping a
+    running top ``per_sample``. They do not depend on any concept, so one call serves the
+    logit-lens ranking of every concept (``rank_heads(..., lens_top_tokens=...)``). Heads
+    that a layer does not have (per-layer head counts) get ids ``-1``.
+    """
+    n = activations.n_samples
+    out = torch.full((sites.n_layers, sites.n_heads, n, per_sample), -1, dtype=torch.long)
+    for layer in range(sites.n_layers):
+        maps = sites.head_matrices(layer).float()  # [H, d, r]
+        codes = activations.layer_codes(layer)  # [n, H, r]
+        n_heads = maps.shape[0]
+        codes = codes[:, :n_heads, : maps.shape[-1]].transpose(0, 1)  # [H, n, r]
+        best_values = torch.full((n_heads, n, per_sample), -torch.inf)
+        best_ids = torch.zeros(n_heads, n, per_sample, dtype=torch.long)
+        for start in range(0, unembedding.shape[0], block):
+            part = torch.einsum("bd,hdr->hbr", unembedding[start : start + block].float(), maps)
+            logits = codes @ part.transpose(1, 2)  # [H, n, b]
+            top = torch.topk(logits, min(per_sample, logits.shape[-1]), dim=-1)
+            values = torch.cat([best_values, top.values], -1)
+            ids = torch.cat([best_ids, top.indices + start], -1)
+            keep = torch.topk(values, per_sample, dim=-1)
+            best_values, best_ids = keep.values, ids.gather(-1, keep.indices)
+        out[layer, :n_heads] = best_ids
+    return out
+
+
 def logit_lens_scores(
     activations: AnyActivations,
     sites: AttentionSites,
@@ -99,33 +136,19 @@ def logit_lens_scores(
     rows: torch.Tensor,
     *,
     per_sample: int = 5,
-    block: int = 8192,
+    top_tokens: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The paper's logit-lens share ``[L, H]``: concept tokens among each sample's top logits.
 
-    For head (l, h) and sample i the logits are ``H_i @ U.T`` (``[vocab]``, raw unembedding);
-    the score is ``#{(i, j): token j of sample i's top per_sample is a concept token} /
-    (n * per_sample)``. Computed in head space (``z_i @ (U M_h).T``), the vocabulary in blocks.
+    The score of head (l, h) is ``#{(i, j): token j of sample i's top per_sample is a
+    concept token} / (n * per_sample)``; ``top_tokens`` is :func:`logit_lens_top_tokens`
+    if already computed for these activations.
     """
-    concept = torch.zeros(unembedding.shape[0], dtype=torch.bool)
+    if top_tokens is None:
+        top_tokens = logit_lens_top_tokens(activations, sites, unembedding, per_sample=per_sample)
+    concept = torch.zeros(unembedding.shape[0] + 1, dtype=torch.bool)  # the extra slot is id -1
     concept[rows] = True
-    scores = torch.zeros(sites.n_layers, sites.n_heads, dtype=torch.float64)
-    for layer in range(sites.n_layers):
-        maps = sites.head_matrices(layer).float()  # [H, d, r]
-        codes = activations.layer_codes(layer)  # [n, H, r]
-        n_heads, n = maps.shape[0], codes.shape[0]
-        best_values = torch.full((n_heads, n, per_sample), -torch.inf)
-        best_ids = torch.zeros(n_heads, n, per_sample, dtype=torch.long)
-        for start in range(0, unembedding.shape[0], block):
-            part = torch.einsum("bd,hdr->hbr", unembedding[start : start + block].float(), maps)
-            logits = codes.transpose(0, 1) @ part.transpose(1, 2)  # [H, n, b]
-            ids = torch.arange(start, start + part.shape[1]).expand(n_heads, n, -1)
-            values = torch.cat([best_values, logits], -1)
-            top = torch.topk(values, per_sample, dim=-1)
-            best_values = top.values
-            best_ids = torch.cat([best_ids, ids], -1).gather(-1, top.indices)
-        scores[layer] = concept[best_ids].double().mean((-1, -2))
-    return scores
+    return concept[top_tokens].double().mean((-1, -2))
 
 
 @torch.inference_mode()
@@ -170,6 +193,7 @@ def rank_heads(
     seed: int = 0,
     layers: tuple[int, int] | None = None,
     per_sample: int = 5,
+    lens_top_tokens: torch.Tensor | None = None,
     center: bool = True,
     fold_final_norm: bool = False,
     progress: bool = False,
@@ -187,6 +211,8 @@ def rank_heads(
             gives the real-word pool the CLI and the tasks use. Concept tokens are removed.
         layers: inclusive layer window ``(first, last)`` of heads that may be chosen.
         per_sample: the logit lens's top tokens per sample.
+        lens_top_tokens: :func:`logit_lens_top_tokens` of these activations, if already
+            computed (they serve every concept; the costly part of ``"logit_lens"``).
         fold_final_norm: fold the final norm's gain into the dictionary (off, as in the paper).
 
     Returns:
@@ -244,7 +270,12 @@ def rank_heads(
         )
     elif criterion == "logit_lens":
         scores = logit_lens_scores(
-            activations, sites, sites.unembedding(), rows, per_sample=per_sample
+            activations,
+            sites,
+            sites.unembedding(),
+            rows,
+            per_sample=per_sample,
+            top_tokens=lens_top_tokens,
         )
         settings.update(per_sample=per_sample)
     elif criterion == "logit_lens_z":

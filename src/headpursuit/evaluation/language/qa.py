@@ -216,8 +216,10 @@ def rank_concept(
     n_random: int = DEFAULT_N_RANDOM,
     seed: int = 0,
     layers: tuple[int, int] | None = None,
+    lens_top_tokens: torch.Tensor | None = None,
 ) -> HeadRanking:
-    """Every head scored for a fact concept's built-in word list."""
+    """Every head scored for a fact concept's built-in word list (``lens_top_tokens``: see
+    :func:`~headpursuit.ranking.criteria.rank_heads`)."""
     words = resolve_concept(loaded.tokenizer, CONCEPT_WORDS[concept])
     return rank_heads(
         activations,
@@ -229,6 +231,7 @@ def rank_concept(
         random_pool=word_token_ids(loaded.tokenizer),
         seed=seed,
         layers=layers,
+        lens_top_tokens=lens_top_tokens,
     )
 
 
