@@ -124,6 +124,33 @@ def _p(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.3f}"
 
 
+def _evr_comparison(result, rows: list[dict]) -> list[str]:
+    """A plain sentence: where the paper's raw EVR top-k does worse than the selected heads."""
+    worse = []
+    for k, alpha in result.settings():
+        here = {(r["arm"], r["set"]): r for r in rows if (r["k"], r["alpha"]) == (k, alpha)}
+        if ("evr", result.concept) not in here:
+            continue
+        spill = {
+            arm: min(r["value"] for (a, s), r in here.items() if a == arm and s != result.concept)
+            for arm in ("selected", "evr")
+        }
+        target = {arm: here[(arm, result.concept)]["value"] for arm in ("selected", "evr")}
+        # Less target damage, or more damage to another concept, than the selected heads.
+        if target["evr"] > target["selected"] or spill["evr"] < spill["selected"]:
+            worse.append(
+                f"k={k} α={alpha:g} (target {target['evr']:.2f} vs {target['selected']:.2f}, "
+                f"worst non-target {spill['evr']:.2f} vs {spill['selected']:.2f})"
+            )
+    if not worse:
+        return ["The paper's raw EVR heads do as well as the selected heads here.", ""]
+    return [
+        "The paper's raw EVR heads are less targeted than the selected ones (less target "
+        "damage or more non-target damage) at " + "; ".join(worse) + ".",
+        "",
+    ]
+
+
 def render() -> str:
     """docs/results.md from every saved experiment."""
     from headpursuit.evaluation.experiment import ExperimentResult
@@ -184,7 +211,6 @@ def render() -> str:
         lines.append("")
         for result in results:
             rows = result.summary()
-            n_heads = result.config.get("n_heads_total")
             lines += [
                 f"### {model_dir.name} · {result.concept}",
                 "",
@@ -221,6 +247,7 @@ def render() -> str:
                     + "."
                 )
                 lines.append("")
+            lines += _evr_comparison(result, rows)
             spent = timings.get(result.concept, {})
             if spent:
                 lines.append(
@@ -229,7 +256,31 @@ def render() -> str:
                     f"{spent['experiment_s']:.0f} s ({timings.get('machine', '')})."
                 )
                 lines.append("")
-            del n_heads
+    summary = ["## Summary", ""]
+    default_alpha = float(chosen["alpha"])
+    models = list(dict.fromkeys(m for m, _, _ in verdict_rows))
+    passing = 0
+    for model in models:
+        mine = [(c, v) for m, c, v in verdict_rows if m == model and v["alpha"] == default_alpha]
+        specific = sorted({c for c, v in mine if v["specific"]})
+        run = sorted({c for c, _ in mine})
+        passing += len(specific) >= 2
+        summary.append(
+            f"* **{model}** (default protocol, α = {default_alpha:g}; concepts run: "
+            f"{', '.join(run) or 'none'}): specific at some k ≤ 3 % for "
+            + (", ".join(specific) if specific else "no concept")
+            + "."
+        )
+    summary += [
+        "",
+        f"The bar (at least 2 concepts specific on at least 2 of the 3 models) is "
+        f"{'met' if passing >= 2 else 'not met'} by the runs below: {passing} model(s) reach "
+        "2 concepts. Every (model, concept, k, α) verdict is in the last table.",
+        "",
+    ]
+    if models:
+        head = lines.index(f"## {models[0]}")
+        lines[head:head] = summary
     lines += [
         "## Verdicts",
         "",
