@@ -235,6 +235,25 @@ def render() -> str:
                         f"{_p(target['p'])} | {_p(min(r['p'] for r in others))} |"
                     )
             lines.append("")
+            distinct = {
+                (k, alpha): len(
+                    {
+                        tuple(sorted(map(str, a.heads)))
+                        for a in result.arms
+                        if a.arm == "control" and (a.k, a.alpha) == (k, alpha)
+                    }
+                )
+                for k, alpha in result.settings()
+            }
+            few = {key: n for key, n in distinct.items() if n < 20}
+            if few:
+                lines += [
+                    "Fewer than 20 *distinct* control sets (the layers of the selected heads "
+                    "have few other heads, so seeded draws repeat): "
+                    + "; ".join(f"k={k} α={a:g}: {n}" for (k, a), n in few.items())
+                    + ". Their p-values rest on that many alternatives only.",
+                    "",
+                ]
             for verdict in result.verdicts():
                 verdict_rows.append((model_dir.name, result.concept, verdict))
             gen = [r for r in result.summary("gen_f1") if r["role"] == "target"]
