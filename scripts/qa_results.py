@@ -34,6 +34,7 @@ DOC = ROOT / "docs" / "results.md"
 MODELS = ("smollm2-135m", "qwen2.5-0.5b", "gemma-3-270m")
 PERCENTS = (1.0, 2.0, 3.0)
 PAPER_ALPHA = -1.0
+MIN_KNOWN = 150  # known questions per concept that make a test set big enough to fail
 
 
 def protocol() -> dict:
@@ -208,6 +209,13 @@ def render() -> str:
             )
             + f". Head selection on {first.config['n_selection_prompts']} dev questions."
         )
+        weak = {c: n for c, n in first.config["n_known"].items() if n < MIN_KNOWN}
+        if weak:
+            lines.append(
+                f"This model answers fewer than {MIN_KNOWN} test questions right for "
+                + ", ".join(f"{c} ({n})" for c, n in weak.items())
+                + ": too weak there for tight intervals; the numbers are shown anyway."
+            )
         lines.append("")
         for result in results:
             rows = result.summary()
