@@ -278,8 +278,8 @@ def render() -> str:
             spent = timings.get(result.concept, {})
             if spent:
                 lines.append(
-                    f"Run time: ranking {spent['rank_s']:.0f} s (near 0 when the protocol run had "
-                    "cached it), experiment "
+                    f"Run time: ranking {spent['rank_s']:.0f} s (about 0 when read from the ranking "
+                    "cache of an earlier run), experiment "
                     f"{spent['experiment_s']:.0f} s ({timings.get('machine', '')})."
                 )
                 lines.append("")
