@@ -62,6 +62,13 @@ def _criteria(criterion: str | None, compare: str) -> tuple[str, list[str]]:
     return criterion, comparisons
 
 
+def _counts(percents: str, ks: str | None) -> tuple[list[float], list[int] | None]:
+    """--percents and --ks, checked."""
+    chosen_percents = parse_numbers(percents, "--percents", minimum=1e-9, maximum=100)
+    chosen_ks = parse_numbers(ks, "--ks", integer=True, minimum=1) if ks else None
+    return chosen_percents, chosen_ks
+
+
 def _word_experiment(
     run: Any,
     *,
@@ -91,8 +98,7 @@ def _word_experiment(
     if split not in SPLITS:
         raise InputError(f"Unknown --split {split!r}; choose one of {', '.join(SPLITS)}.")
     criterion, comparisons = _criteria(criterion, compare)
-    chosen_percents = parse_numbers(percents, "--percents", minimum=1e-9, maximum=100)
-    chosen_ks = parse_numbers(ks, "--ks", integer=True, minimum=1) if ks else None
+    chosen_percents, chosen_ks = _counts(percents, ks)
     chosen_alphas = parse_numbers(alphas, "--alphas")
     window = parse_window(layers)
     check_model_options(device, device_map)
@@ -211,8 +217,7 @@ def qa(
     if split not in SPLITS:
         raise InputError(f"Unknown --split {split!r}; choose one of {', '.join(SPLITS)}.")
     criterion, comparisons = _criteria(criterion, compare)
-    chosen_percents = parse_numbers(percents, "--percents", minimum=1e-9, maximum=100)
-    chosen_ks = parse_numbers(ks, "--ks", integer=True, minimum=1) if ks else None
+    chosen_percents, chosen_ks = _counts(percents, ks)
     chosen_alphas = parse_numbers(alphas, "--alphas")
     window = parse_window(layers)
     check_model_options(device, device_map)

@@ -32,6 +32,7 @@ from .language import (
     PercentsOpt,
     TokensOpt,
     WindowOpt,
+    _counts,
     _criteria,
     print_experiment,
 )
@@ -54,13 +55,6 @@ def _check_common(positions: str) -> None:
         raise InputError(
             f"Unknown --positions {positions!r}; choose one of {', '.join(POSITIONS)}."
         )
-
-
-def _counts(percents: str, ks: str | None) -> tuple[list[float], list[int] | None]:
-    """--percents and --ks, checked."""
-    chosen_percents = parse_numbers(percents, "--percents", minimum=1e-9, maximum=100)
-    chosen_ks = parse_numbers(ks, "--ks", integer=True, minimum=1) if ks else None
-    return chosen_percents, chosen_ks
 
 
 def _bundled(name: str, n_select: int, n_eval: int) -> tuple[list[Any], list[Any], list[str]]:
