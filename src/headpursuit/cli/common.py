@@ -36,9 +36,14 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
-def _one_line_warning(message: Warning | str, category: type, *args: Any, **kwargs: Any) -> None:
-    """Print a warning as ``Warning: ...`` on one line of stderr (no file and line)."""
+def warn(message: str) -> None:
+    """A warning: the result is valid but weaker than it looks (one line on stderr)."""
     typer.echo(f"Warning: {' '.join(str(message).split())}", err=True)
+
+
+def _one_line_warning(message: Warning | str, category: type, *args: Any, **kwargs: Any) -> None:
+    """``warnings.showwarning`` for the CLI: a library warning as one :func:`warn` line."""
+    warn(str(message))
 
 
 def one_line(error: BaseException) -> str:

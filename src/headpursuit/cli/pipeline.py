@@ -39,6 +39,7 @@ from .common import (
     load,
     out_option,
     parse_window,
+    warn,
 )
 
 if TYPE_CHECKING:
@@ -126,11 +127,6 @@ def _dropped_summary(dropped: dict[str, str], shown: int = 8) -> str:
     return "Dropped words: " + "; ".join(parts)
 
 
-def _warn(message: str) -> None:
-    """A warning: the result is valid but weaker than it looks (one line on stderr)."""
-    typer.echo(f"Warning: {' '.join(message.split())}", err=True)
-
-
 def _check_prompt_set(texts: list[str]) -> None:
     """Refuse fewer than two distinct prompts (nothing to rank); warn about duplicates."""
     from collections import Counter
@@ -147,7 +143,7 @@ def _check_prompt_set(texts: list[str]) -> None:
     repeated = {text: n for text, n in counts.items() if n > 1}
     if repeated:
         first = next(iter(repeated))
-        _warn(
+        warn(
             f"{sum(repeated.values()) - len(repeated)} duplicate prompt(s) (e.g. {first[:40]!r} "
             f"x{repeated[first]}); each copy weighs in the SOMP like another prompt."
         )
@@ -391,7 +387,7 @@ def rank(
     typer.echo(ranking.to_frame().head(show).to_string(index=False))
     if constant:
         shown = {str(h) for h in ranking.order()[:show]} & {str(h) for h in constant}
-        _warn(
+        warn(
             f"{_constant_heads_note(constant)} give the same output for every prompt: their "
             "EVR is 0 by convention and means nothing"
             + (f" (shown above: {', '.join(sorted(shown))})." if shown else ".")
