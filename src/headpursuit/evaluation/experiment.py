@@ -365,6 +365,15 @@ def heads_for_percent(percent: float, n_heads_total: int) -> int:
     return max(1, round(percent / 100 * n_heads_total))
 
 
+def choose_ks(
+    sites: AttentionSites, percents: Sequence[float], ks: Sequence[int] | None
+) -> list[int]:
+    """Explicit ``ks``, or each percentage of the model's heads (distinct values, in order:
+    percentages of a small model can round to the same k, which is then run once)."""
+    total = sites.n_layers * sites.n_heads
+    return list(dict.fromkeys(ks or [heads_for_percent(p, total) for p in percents]))
+
+
 def _evaluate(
     loaded: LoadedModel,
     sites: AttentionSites,

@@ -40,7 +40,7 @@ from ...ranking.criteria import DEFAULT_CRITERION, DEFAULT_N_RANDOM, rank_heads
 from ...ranking.head_ranking import HeadRanking
 from ...steering.generation import generate, next_token_logprobs
 from ...steering.prefix import LayerPrefixCache
-from ..experiment import ExperimentResult, ItemSet, heads_for_percent, run_experiment
+from ..experiment import ExperimentResult, ItemSet, choose_ks, run_experiment
 from . import facts as fact_data
 from .metrics import token_f1
 
@@ -300,9 +300,7 @@ def run_qa(
     ranking = known[criterion]
     others = [known[c] for c in comparisons if c != criterion]
     sites = AttentionSites(loaded.model)
-    total = sites.n_layers * sites.n_heads
-    # Percentages of a small model can round to the same k; each k is run once.
-    chosen_ks = list(dict.fromkeys(ks or [heads_for_percent(p, total) for p in percents]))
+    chosen_ks = choose_ks(sites, percents, ks)
     order = [concept, *[c for c in sets if c != concept]]
     item_sets = [
         ItemSet(c, "target" if c == concept else "nontarget", sets[c].item_set) for c in order

@@ -46,7 +46,7 @@ from ...ranking.concepts import (
 from ...ranking.criteria import DEFAULT_CRITERION, DEFAULT_N_RANDOM, rank_heads
 from ...ranking.head_ranking import HeadRanking
 from ...steering.generation import generate
-from ..experiment import ExperimentResult, ItemSet, heads_for_percent, run_experiment
+from ..experiment import ExperimentResult, ItemSet, choose_ks, run_experiment
 from . import data
 from .metrics import continuation_perplexities, heldout_split, word_counts
 
@@ -262,10 +262,7 @@ def run_wordfreq(
             say(f"Ranked heads for {task.concept} by {name} ({time.perf_counter() - start:.1f} s)")
     ranking = known[criterion]
     others = [known[c] for c in comparisons if c != criterion]
-    sites = AttentionSites(loaded.model)
-    chosen_ks = (
-        list(ks) if ks else [heads_for_percent(p, sites.n_layers * sites.n_heads) for p in percents]
-    )
+    chosen_ks = choose_ks(AttentionSites(loaded.model), percents, ks)
     # The evaluator leaves its generations here for `after`, which scores them once the
     # intervention's hooks are lifted.
     generated: list[tuple[list[str], list[str]]] = []

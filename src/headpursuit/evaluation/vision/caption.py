@@ -26,16 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
+from ...models.architectures import AttentionSites
 from ...models.loading import LoadedModel
 from ...ranking.criteria import DEFAULT_CRITERION
 from ...ranking.head_ranking import HeadRanking
 from ...steering.generation import generate
-from ..experiment import ExperimentResult, ItemSet, run_experiment
+from ..experiment import ExperimentResult, ItemSet, choose_ks, run_experiment
 from .cider import cider, tokenize
 from .classify import (
     COMPARISONS,
     check_disjoint,
-    choose_ks,
     prompt_for,
     rank_all,
     record_texts,
@@ -196,7 +196,7 @@ def run_caption(
         primary="concept_words",
         selected=ranking,
         others=others,
-        ks=choose_ks(loaded, percents, ks),
+        ks=choose_ks(AttentionSites(loaded.model), percents, ks),
         alphas=alphas,
         n_controls=n_controls,
         seed=seed,

@@ -33,7 +33,7 @@ from ...ranking.concepts import concept_from_words, word_token_ids
 from ...ranking.criteria import DEFAULT_CRITERION, DEFAULT_N_RANDOM, rank_heads
 from ...ranking.head_ranking import HeadRanking
 from ...steering.generation import generate
-from ..experiment import ExperimentResult, ItemSet, heads_for_percent, run_experiment
+from ..experiment import ExperimentResult, ItemSet, choose_ks, run_experiment
 from .class_names import normalise
 from .data import ImageExample
 
@@ -238,15 +238,6 @@ def rank_all(
     return known
 
 
-def choose_ks(
-    loaded: LoadedModel, percents: Sequence[float], ks: Sequence[int] | None
-) -> list[int]:
-    """Explicit ``ks``, or each percentage of the model's heads (distinct values, in order)."""
-    sites = AttentionSites(loaded.model)
-    total = sites.n_layers * sites.n_heads
-    return list(dict.fromkeys(ks or [heads_for_percent(p, total) for p in percents]))
-
-
 def record_texts(result: ExperimentResult, texts: list[dict[str, list[str]]]) -> None:
     """Keep the generated texts of every arm but the controls in ``result.config["texts"]``
     (``texts`` holds one entry per evaluator call, in the order of ``result.arms``)."""
@@ -368,7 +359,7 @@ def run_classify(
         primary="correct",
         selected=ranking,
         others=others,
-        ks=choose_ks(loaded, percents, ks),
+        ks=choose_ks(AttentionSites(loaded.model), percents, ks),
         alphas=alphas,
         n_controls=n_controls,
         seed=seed,
