@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -363,6 +363,31 @@ def heads_for_percent(percent: float, n_heads_total: int) -> int:
     if not 0 < percent <= 100:
         raise InputError(f"A head percentage must lie in (0, 100], got {percent}.")
     return max(1, round(percent / 100 * n_heads_total))
+
+
+def complete_rankings(
+    names: Sequence[str],
+    given: Mapping[str, HeadRanking] | None,
+    capture: Callable[[], Any],
+    rank: Callable[[Any, str], HeadRanking],
+    *,
+    concept: str,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, HeadRanking]:
+    """``criterion -> ranking`` for every name in ``names``: the ``given`` ones as they are,
+    the others ``rank(data, criterion)`` on ``data = capture()``, captured once, on first need."""
+    say = log or (lambda text: None)
+    known = dict(given or {})
+    data: list[Any] = []
+    for name in dict.fromkeys(names):
+        if name in known:
+            continue
+        if not data:
+            data.append(capture())
+        start = time.perf_counter()
+        known[name] = rank(data[0], name)
+        say(f"Ranked heads for {concept} by {name} ({time.perf_counter() - start:.1f} s)")
+    return known
 
 
 def choose_ks(

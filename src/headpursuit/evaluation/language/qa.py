@@ -21,7 +21,6 @@ The protocol (docs/method.md, "Evaluation"):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,13 @@ from ...ranking.criteria import DEFAULT_CRITERION, DEFAULT_N_RANDOM, rank_heads
 from ...ranking.head_ranking import HeadRanking
 from ...steering.generation import generate, next_token_logprobs
 from ...steering.prefix import LayerPrefixCache
-from ..experiment import ExperimentResult, ItemSet, choose_ks, run_experiment
+from ..experiment import (
+    ExperimentResult,
+    ItemSet,
+    choose_ks,
+    complete_rankings,
+    run_experiment,
+)
 from . import facts as fact_data
 from .metrics import token_f1
 
@@ -288,15 +293,21 @@ def run_qa(
         if not fact_set.facts:
             raise InputError(f"The model answers no {name} question of the {split} split right.")
     say = log or (lambda text: None)
-    known = dict(rankings or {})
-    for name in dict.fromkeys([criterion, *comparisons]):
-        if name not in known:
-            if activations is None:
-                say("Capturing the dev questions for head selection...")
-                activations = capture_questions(loaded, "dev", seed=seed, batch_size=batch_size)
-            start = time.perf_counter()
-            known[name] = rank_concept(loaded, activations, concept, name, seed=seed, layers=layers)
-            say(f"Ranked heads for {concept} by {name} ({time.perf_counter() - start:.1f} s)")
+
+    def dev_questions() -> Activations:
+        if activations is not None:
+            return activations
+        say("Capturing the dev questions for head selection...")
+        return capture_questions(loaded, "dev", seed=seed, batch_size=batch_size)
+
+    known = complete_rankings(
+        [criterion, *comparisons],
+        rankings,
+        dev_questions,
+        lambda data, name: rank_concept(loaded, data, concept, name, seed=seed, layers=layers),
+        concept=concept,
+        log=say,
+    )
     ranking = known[criterion]
     others = [known[c] for c in comparisons if c != criterion]
     sites = AttentionSites(loaded.model)

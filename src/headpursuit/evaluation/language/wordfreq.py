@@ -24,7 +24,6 @@ The protocol (docs/method.md, "Evaluation"):
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,13 @@ from ...ranking.concepts import (
 from ...ranking.criteria import DEFAULT_CRITERION, DEFAULT_N_RANDOM, rank_heads
 from ...ranking.head_ranking import HeadRanking
 from ...steering.generation import generate
-from ..experiment import ExperimentResult, ItemSet, choose_ks, run_experiment
+from ..experiment import (
+    ExperimentResult,
+    ItemSet,
+    choose_ks,
+    complete_rankings,
+    run_experiment,
+)
 from . import data
 from .metrics import continuation_perplexities, heldout_split, word_counts
 
@@ -248,18 +253,21 @@ def run_wordfreq(
     task = concept if isinstance(concept, WordTask) else word_task(concept, prompts, seed=seed)
     eval_prompts = task.prompts(split)
     say = log or (lambda text: None)
-    known = dict(rankings or {})
-    activations = None
-    for name in dict.fromkeys([criterion, *comparisons]):
-        if name not in known:
-            if activations is None:
-                say(f"Generating and capturing {len(task.selection_prompts)} selection prompts...")
-                activations = selection_activations(
-                    loaded, task, max_new_tokens=max_new_tokens, batch_size=batch_size
-                )
-            start = time.perf_counter()
-            known[name] = rank_word_heads(loaded, activations, task, name, layers=layers)
-            say(f"Ranked heads for {task.concept} by {name} ({time.perf_counter() - start:.1f} s)")
+
+    def selection() -> Activations:
+        say(f"Generating and capturing {len(task.selection_prompts)} selection prompts...")
+        return selection_activations(
+            loaded, task, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+
+    known = complete_rankings(
+        [criterion, *comparisons],
+        rankings,
+        selection,
+        lambda data, name: rank_word_heads(loaded, data, task, name, layers=layers),
+        concept=task.concept,
+        log=say,
+    )
     ranking = known[criterion]
     others = [known[c] for c in comparisons if c != criterion]
     chosen_ks = choose_ks(AttentionSites(loaded.model), percents, ks)

@@ -17,9 +17,9 @@ alongside (their own images and class names) are non-target sets.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from ...ranking.concepts import concept_from_words, word_token_ids
 from ...ranking.criteria import DEFAULT_CRITERION, DEFAULT_N_RANDOM, rank_heads
 from ...ranking.head_ranking import HeadRanking
 from ...steering.generation import generate
-from ..experiment import ExperimentResult, ItemSet, choose_ks, run_experiment
+from ..experiment import ExperimentResult, ItemSet, choose_ks, complete_rankings, run_experiment
 from .class_names import normalise
 from .data import ImageExample
 
@@ -214,28 +214,22 @@ def rank_all(
     """The rankings named in ``names`` (``rankings`` given, the rest computed from one
     capture of the selection images)."""
     say = log or (lambda text: None)
-    known = dict(rankings or {})
-    activations = None
-    token_ids: list[int] = []
-    for name in dict.fromkeys(names):
-        if name in known:
-            continue
-        if activations is None:
-            say(f"Capturing {len(select)} selection images (image-token pooling)...")
-            activations = image_activations(loaded, select, batch_size=batch_size)
-            token_ids = concept_token_ids(loaded, words, concept)
-        start = time.perf_counter()
-        known[name] = rank_image_heads(
-            loaded,
-            activations,
-            token_ids,
-            concept=concept,
-            criterion=name,
-            seed=seed,
-            layers=layers,
-        )
-        say(f"Ranked heads for {concept} by {name} ({time.perf_counter() - start:.1f} s)")
-    return known
+
+    def selection() -> tuple[Any, list[int]]:
+        say(f"Capturing {len(select)} selection images (image-token pooling)...")
+        activations = image_activations(loaded, select, batch_size=batch_size)
+        return activations, concept_token_ids(loaded, words, concept)
+
+    return complete_rankings(
+        names,
+        rankings,
+        selection,
+        lambda data, name: rank_image_heads(
+            loaded, data[0], data[1], concept=concept, criterion=name, seed=seed, layers=layers
+        ),
+        concept=concept,
+        log=say,
+    )
 
 
 def record_texts(result: ExperimentResult, texts: list[dict[str, list[str]]]) -> None:
