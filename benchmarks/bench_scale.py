@@ -21,6 +21,10 @@ with, and the faster of the two is used, which makes the floor as low as it can 
 * ``memory_scaling``: peak memory above the inputs while SOMP runs on a Gemma-3-sized
   dictionary (262,144 × 640, heads of 256), in a fresh process per setting, for two
   block sizes and two head counts at a fixed chunk of 2 heads.
+* ``capture_scale``: ``benchmarks/bench_capture_scale.py`` in a child process (streamed
+  capture of 20,000 vs 1,000 prompts, and a two-process ``torchrun`` capture against one
+  process); its ``capture_rss_ratio``, ``two_process_identical`` and
+  ``two_process_speedup`` lines are passed on (``--quick``: 4,000 prompts).
 * ``explain_memory`` (only with ``--model``, e.g. the Gemma-3-270M GGUF of
   docs/performance.md): peak memory of ``explain_heads`` on 10 heads above the loaded model
   (weights paged in) and its activations, in a fresh process.
@@ -221,10 +225,20 @@ def explain_memory(args: argparse.Namespace) -> dict[str, object]:
 
 
 # The lead adds capture_rss_ratio, two_process_identical and two_process_speedup here.
+def capture_scale(args: argparse.Namespace) -> dict[str, object]:
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_capture_scale.py")]
+    command += ["--quick"] if args.quick else []
+    print("capture scale: benchmarks/bench_capture_scale.py", flush=True)
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    lines = [line.split("=", 1) for line in output.splitlines() if "=" in line]
+    return {name: value for name, value in lines if name.replace("_", "").isalnum()}
+
+
 MEASUREMENTS: list[Callable[[argparse.Namespace], dict[str, object]]] = [
     paper_somp,
     smollm_somp,
     memory_scaling,
+    capture_scale,
     explain_memory,
 ]
 
