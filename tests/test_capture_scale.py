@@ -8,6 +8,7 @@ tensor-allocation tracer for the memory bound.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -522,6 +523,51 @@ class Biggest(TorchDispatchMode):
             if isinstance(value, torch.Tensor):
                 self.numel = max(self.numel, value.numel())
         return out
+
+
+@pytest.mark.parametrize("to_disk", [False, True])
+def test_a_model_with_non_finite_weights_is_refused_before_capture(tmp_path, to_disk):
+    broken = tiny_model("llama_gqa")
+    with torch.no_grad():  # one value-projection weight at inf: every head of layer 1 is NaN/inf
+        broken.model.model.layers[1].self_attn.v_proj.weight[0, 0] = float("inf")
+    prompts = random_prompts(5, seed=2)
+    with pytest.raises(
+        DegenerateDataError,
+        match=r"Layer 1 .*NaN or inf weights \(self_attn.v_proj.weight\).*damaged",
+    ):
+        if to_disk:
+            capture_to_disk(broken, prompts, tmp_path / "acts", shard_size=2, progress=False)
+        else:
+            capture(broken, prompts, progress=False)
+    if to_disk:
+        assert not list((tmp_path / "acts").glob("shard-*.safetensors"))
+
+
+@pytest.mark.parametrize("to_disk", [False, True])
+def test_head_outputs_that_overflow_name_the_prompt_and_keep_nothing(
+    tmp_path, model, monkeypatch, to_disk
+):
+    capture_module = importlib.import_module("headpursuit.activations.capture")
+    prompts = random_prompts(6, seed=4)
+    run = capture_module._Runner.run
+
+    def overflowing(self, rows):  # the healthy model, as if prompt 3 overflowed in float16
+        values = run(self, rows)
+        for i, row in enumerate(rows):
+            if row == 3:
+                values[i, 0, 0, 0] = float("inf")
+        return values
+
+    monkeypatch.setattr(capture_module._Runner, "run", overflowing)
+    with pytest.raises(DegenerateDataError, match=r"prompt 3 .*NaN or inf.*--dtype"):
+        if to_disk:
+            capture_to_disk(model, prompts, tmp_path / "acts", shard_size=2, progress=False)
+        else:
+            capture(model, prompts, progress=False)
+    if to_disk:
+        assert sorted(p.name for p in (tmp_path / "acts").glob("shard-*")) == [
+            "shard-00000.safetensors"
+        ]
 
 
 def test_disk_capture_never_holds_all_the_activations(tmp_path, model):

@@ -315,7 +315,9 @@ def capture(
     try:
         for start in range(0, n, batch_size):
             rows = order[start : start + batch_size]
-            out[rows] = runner.run(rows)
+            batch = runner.run(rows)
+            _refuse_non_finite(batch, rows, prompts, "no activations were returned")
+            out[rows] = batch
             bar.update(len(rows))
     finally:
         runner.close()
@@ -429,15 +431,29 @@ def capture_to_disk(
     return out
 
 
-def _check_finite(buffer: torch.Tensor, entry: shards.ShardEntry, prompts: Sequence[str]) -> None:
-    """Refuse a shard with NaN/inf head outputs (:class:`DegenerateDataError`) before it is written."""
-    bad = (~torch.isfinite(buffer.reshape(buffer.shape[0], -1))).any(-1).nonzero()
+def _refuse_non_finite(
+    values: torch.Tensor, rows: Sequence[int], prompts: Sequence[str], consequence: str
+) -> None:
+    """Raise :class:`DegenerateDataError` naming the first prompt whose head outputs are NaN/inf.
+
+    Args:
+        values: ``[len(rows), ...]`` pooled head outputs of one batch or shard.
+        rows: the prompt index of each row of ``values``.
+        consequence: what was not kept, for the message ("this shard was not saved").
+    """
+    bad = (~torch.isfinite(values.reshape(values.shape[0], -1))).any(-1).nonzero()
     if len(bad):
-        row = entry.start + int(bad[0, 0])
+        row = int(rows[int(bad[0, 0])])
         raise DegenerateDataError(
             f"The model's head outputs for prompt {row} ({prompts[row][:60]!r}) overflowed to "
-            "NaN or inf; this shard was not saved. Capture with --dtype float32 or bfloat16."
+            f"NaN or inf; {consequence}. Capture with --dtype float32 or bfloat16."
         )
+
+
+def _check_finite(buffer: torch.Tensor, entry: shards.ShardEntry, prompts: Sequence[str]) -> None:
+    """Refuse a shard with NaN/inf head outputs before it is written."""
+    rows = range(entry.start, entry.start + buffer.shape[0])
+    _refuse_non_finite(buffer, rows, prompts, "this shard was not saved")
 
 
 def _mask_positions(attention_mask: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..errors import UnsupportedArchitectureError
+from ..errors import DegenerateDataError, UnsupportedArchitectureError
 from .discovery import (
     ProbeError,
     attention_blocks,
@@ -419,6 +419,21 @@ class AttentionSites:
             reason=reason,
         )
 
+    def _refuse_non_finite(self, layer_probes: list[Any], layers: Sequence[nn.Module]) -> None:
+        """A layer whose probe output is NaN/inf because of NaN/inf weights: say so, rather
+        than fail inside the least-squares fits that follow."""
+        for index, (probe, layer) in enumerate(zip(layer_probes, layers, strict=True)):
+            if all(torch.isfinite(t).all() for t in probe.outputs):
+                continue
+            broken = [n for n, p in layer.named_parameters() if not torch.isfinite(p).all()]
+            if broken:
+                raise DegenerateDataError(
+                    f"Layer {index} of {type(self.model).__name__} holds NaN or inf weights "
+                    f"({broken[0]}) and returns NaN or inf: the checkpoint is damaged. Load "
+                    "it again (or another copy); with --dtype float32 if it was saved in "
+                    "float16."
+                )
+
     def _find_layer_list(self) -> tuple[str, nn.ModuleList]:
         n_layers = getattr(self.config, "num_hidden_layers", None)
         if not isinstance(n_layers, int):
@@ -485,6 +500,7 @@ class AttentionSites:
                 f"probe forward pass failed ({type(error).__name__}: "
                 f"{str(error).splitlines()[0][:90] if str(error) else ''})",
             ) from error
+        self._refuse_non_finite(layer_probes, layers)
         self._final_norm_name = norm_calls[-1] if norm_calls else None
         sites: list[LayerSite] = []
         for index, layer in enumerate(layers):
@@ -592,6 +608,11 @@ class AttentionSites:
                 f"{path} ({type(module).__name__}) does not compute z @ W.T + b from its "
                 f"weight (relative error {mismatch:.1e}; quantised or wrapped?)",
                 "output projection is not a plain linear map",
+            )
+        if not all(torch.isfinite(t).all() for t in (output, hidden, y)):
+            raise ProbeError(
+                f"decoder layer {index} returns NaN or inf on the probe's token ids in {dtype}",
+                "layer overflows on the probe input",
             )
         norms = self._post_norm_candidates(layer, silenced, spec)
         fits = fit_update(
