@@ -110,6 +110,27 @@ def tiny_vlm():
 
 
 @pytest.mark.slow
+def test_load_model_assembles_the_shipped_weights(tiny_vlm):
+    """load_model("tiny-vlm") carries exactly the shipped weights (float16 or float32 on disk,
+    float32 in the model), in a tower of the shape its config.json records."""
+    from safetensors.torch import load_file
+
+    from headpursuit.models.tiny_vlm import WEIGHTS_FILE
+
+    shipped = load_file(str(SHIPPED_DIR / WEIGHTS_FILE))
+    state = tiny_vlm.model.state_dict()
+    assert shipped and all(name in state for name in shipped)
+    for name, weight in shipped.items():
+        torch.testing.assert_close(state[name], weight.float(), atol=0.0, rtol=0.0)
+    recorded = json.loads((SHIPPED_DIR / "config.json").read_text())["vision_config"]
+    tower = tiny_vlm.model.config.vision_config
+    assert (tower.hidden_size, tower.num_hidden_layers) == (
+        recorded["hidden_size"],
+        recorded["num_hidden_layers"],
+    )
+
+
+@pytest.mark.slow
 def test_image_pooling_matches_hand_computed(tiny_vlm):
     """capture(pooling="image") == mean over image positions of each o_proj input slice."""
     pytest.importorskip("sklearn", reason="digits need scikit-learn (the vlm extra)")
