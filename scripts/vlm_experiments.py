@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> None:
         data.get_dataset(name)  # an unknown name fails here, before the model loads
     only = set(args.only.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["scripts/vlm_experiments.py", *sys.argv[1:]])
+    (args.out / "command.json").write_text(json.dumps({"command": command}))
     start = time.time()
 
     def elapsed() -> str:
@@ -250,7 +252,9 @@ def _num(value: float, digits: int = 2) -> str:
 
 
 def _p(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.3f}"
+    if math.isnan(value):
+        return "–"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def _ci(row: dict[str, Any]) -> str:
@@ -442,11 +446,12 @@ def _heldout_section(out: Path) -> list[str]:
 
 def render(out: Path) -> str:
     """The markdown of the VLM results block from the artifacts in ``out`` (what is there)."""
-    command = (
-        f"nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out {out.relative_to(ROOT)}"
-        if out.is_relative_to(ROOT)
-        else f"nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out {out}"
-    )
+    recorded = out / "command.json"
+    if recorded.is_file():
+        command = "nice -n 10 .venv/bin/python " + json.loads(recorded.read_text())["command"]
+    else:
+        where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+        command = f"nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out {where}"
     lines = [
         "## Vision-language model: the tiny VLM",
         "",

@@ -139,3 +139,9 @@ def test_caption_colour_scoring():
     assert not data.colours_correct("a red circle", scene)  # a colour missing
     assert not data.colours_correct("a red circle and a blue green square", scene)
     assert data.colour_words("Orange, WHITE and reddish") == ["orange", "white"]
+
+
+def test_the_classify_command_names_every_registry_dataset():
+    from headpursuit.cli.vision import BUNDLED
+
+    assert tuple(data.DATASETS) == BUNDLED
