@@ -1,13 +1,28 @@
-"""Run the VLM experiments of docs/vlm.md on the shipped tiny VLM and write JSON results.
+"""Run the VLM experiments of docs/vlm.md on the tiny VLM, and render them into docs/results.md.
 
     nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out benchmarks/vlm_out
+    .venv/bin/python scripts/vlm_experiments.py --out benchmarks/vlm_out --render
 
-Writes ``heldout.json`` (accuracy/CIDEr of the unmodified model), ``classify_digits.json``,
-``classify_fashion.json`` (each with the other dataset as a non-target set when both are
-run), ``caption_suppress.json`` (α = −1), ``caption_amplify.json`` (α = 5), the rankings and
-``jaccard.json`` to ``--out``; the classify and caption files are
-:class:`~headpursuit.evaluation.experiment.ExperimentResult` artifacts (matched controls,
-bootstrap CIs, control p-values).
+Every dataset of the testbed (``headpursuit.evaluation.vision.data.DATASETS``) selects its
+heads on ``--n-select`` images of its "select" split and is evaluated on ``--n-test`` images
+of its "test" split. Writes to ``--out``:
+
+- ``heldout.json``: accuracy of the unmodified model per dataset, caption colours and CIDEr;
+- ``ranking_<set>_<criterion>.json``: every head ranking (the criterion under test and the
+  comparisons), per dataset and for the caption colours;
+- ``classify_<dataset>.json``: the top-k heads flipped (α = −1) at k = ``--percents`` % of
+  all heads, against ``--controls`` matched random control sets, the comparison rankings'
+  top-k and the unmodified model; ``--nontarget`` picks the other datasets evaluated under
+  the same interventions (``similar``: the similar-task partner of ``data.SIMILAR_PAIRS``);
+- ``caption_suppress.json`` (α = −1), ``caption_amplify.json`` (α = 5): colour words per
+  caption, CIDEr-D, and CIDEr-D of the non-colour part of the caption (``cider_non_concept``);
+- ``jaccard.json``: the Jaccard overlap of the selected top-k heads for every pair of sets,
+  with the null of ``headpursuit.ranking.controls.random_jaccard`` (two random head sets of
+  the same sizes): its mean and the p-value of the observed overlap.
+
+The classify and caption files are :class:`~headpursuit.evaluation.experiment.ExperimentResult`
+artifacts (bootstrap CIs, control p-values). ``--render`` reads them and writes the VLM block
+of docs/results.md (between ``<!-- vlm-results:begin -->`` and ``<!-- vlm-results:end -->``).
 """
 
 from __future__ import annotations
@@ -17,157 +32,154 @@ import json
 import math
 import sys
 import time
+from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from headpursuit import jaccard, load_model  # noqa: E402
-from headpursuit.evaluation.experiment import ExperimentResult  # noqa: E402
+from headpursuit.evaluation.experiment import ExperimentResult, heads_for_percent  # noqa: E402
 from headpursuit.evaluation.vision import data  # noqa: E402
-from headpursuit.evaluation.vision.caption import caption_images, run_caption  # noqa: E402
-from headpursuit.evaluation.vision.cider import cider  # noqa: E402
-from headpursuit.evaluation.vision.classify import (  # noqa: E402
-    accuracy,
-    rank_all,
-    run_classify,
-)
+from headpursuit.ranking.controls import jaccard, random_jaccard  # noqa: E402
+from headpursuit.ranking.head_ranking import HeadRanking  # noqa: E402
 
-FILES = {
-    "digits": "classify_digits.json",
-    "fashion": "classify_fashion.json",
-    "suppress": "caption_suppress.json",
-    "amplify": "caption_amplify.json",
+BEGIN, END = "<!-- vlm-results:begin -->", "<!-- vlm-results:end -->"
+RESULTS_MD = ROOT / "docs" / "results.md"
+CAPTIONS = {"suppress": -1.0, "amplify": 5.0}
+COLOURS = "colours"
+N_NULL_DRAWS = 10_000
+
+#: The paper's VLM findings (LLaVA-NeXT-7B, 32 × 32 = 1,024 heads), as its text states them.
+PAPER_CLASSIFY = {
+    "MNIST": "large drop at 16 heads, severe at 32",
+    "SVHN": "large drop at 16 heads, severe at 32",
+    "GTSRB": "large drop at 16 heads, severe at 32",
+    "EuroSAT": "large drop at 16 heads, severe at 32",
+    "RESISC45": "large drop at 16 heads, severe at 32",
+    "DTD": "unaffected at 16 heads, disrupted at 32",
+    "Fashion-MNIST": "not in the paper",
+}
+PAPER_CAPTION = {
+    "suppress": "colour words near zero, CIDEr retained > 80 % (16 heads, Flickr30k)",
+    "amplify": "colour words +60 % or more, CIDEr retained > 80 % (16 heads, Flickr30k)",
 }
 
 
-def _ci(row: dict) -> str:
-    return f"{row['value']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
+def ranking_path(out: Path, name: str, criterion: str) -> Path:
+    return out / f"ranking_{name}_{criterion}.json"
 
 
-def _p(row: dict) -> str:
-    return "" if math.isnan(row["p"]) else f"{row['p']:.3f}"
+def get_rankings(
+    loaded: Any,
+    out: Path,
+    name: str,
+    select: list[data.ImageExample],
+    words: list[str],
+    criteria: list[str],
+) -> dict[str, HeadRanking]:
+    """The rankings of one set by every criterion: reused from ``out`` when they were made on
+    this model (same fingerprint), otherwise computed from one capture and saved."""
+    from headpursuit.evaluation.vision.classify import rank_all
+
+    known = {}
+    for criterion in criteria:
+        path = ranking_path(out, name, criterion)
+        if path.is_file():
+            ranking = HeadRanking.load(path)
+            if ranking.fingerprint == loaded.fingerprint:
+                known[criterion] = ranking
+    rankings = rank_all(loaded, select, words, criteria, concept=name, rankings=known, log=print)
+    for criterion, ranking in rankings.items():
+        ranking.save(ranking_path(out, name, criterion))
+    return rankings
 
 
-def tables(out: Path) -> str:
-    """Markdown tables of the experiment artifacts in ``out``: per set, k, α and arm the
-    normalised primary metric (95 % cluster-bootstrap CI), the controls' 5-95 % range and
-    the control p-value (selected arm only)."""
-    lines: list[str] = []
-    for name, filename in FILES.items():
-        path = out / filename
-        if not path.is_file():
-            continue
-        result = ExperimentResult.load(path)
-        metrics = [result.primary] + (["cider"] if result.task == "caption" else [])
-        lines += [
-            f"\n**{name}** ({result.task}, {result.direction} expected; select "
-            f"{result.config.get('n_select')} images, items {result.config.get('n_items')})\n",
-            "| set | k | α | arm | metric | value / unmodified [95% CI] | controls p5–p95 | p |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for metric in metrics:
-            for row in result.summary(metric):
-                lines.append(
-                    f"| {row['set']} | {row['k']} | {row['alpha']:g} | {row['arm']} | {metric} "
-                    f"| {_ci(row)} | {row['controls_p5']:.2f}–{row['controls_p95']:.2f} "
-                    f"(n={row['n_controls']}) | {_p(row)} |"
-                )
-        for verdict in result.verdicts():
-            lines.append(
-                f"\nk={verdict['k']} α={verdict['alpha']:g}: target p={verdict['target_p']:.3f}, "
-                f"significant={verdict['significant']}, specific={verdict['specific']}"
-            )
-    path = out / "jaccard.json"
-    if path.is_file():
-        overlap = json.loads(path.read_text())
-        lines += ["\n| tasks, top-k | Jaccard |", "|---|---|"]
-        lines += [f"| {k} | {v:.2f} |" for k, v in overlap.items()]
-    return "\n".join(lines)
+def nontarget_sets(name: str, chosen: list[str], mode: str) -> list[str]:
+    """The non-target sets of a classify run: every other chosen dataset, its similar-task
+    partner (when chosen), or none."""
+    if mode == "all":
+        return [other for other in chosen if other != name]
+    if mode == "similar":
+        partner = data.get_dataset(name).similar_to
+        return [partner] if partner in chosen else []
+    return []
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "vlm_out")
-    parser.add_argument("--n-select", type=int, default=40)
-    parser.add_argument("--n-eval", type=int, default=150)
-    parser.add_argument("--n-caption", type=int, default=20)
-    parser.add_argument("--controls", type=int, default=20, help="matched control sets")
-    parser.add_argument("--n-heldout", type=int, default=300)
-    parser.add_argument("--percents", default="1,2,3", help="k as %% of all heads")
-    parser.add_argument("--ks", default=None, help="explicit head counts (overrides --percents)")
-    parser.add_argument("--criterion", default=None, help="default: the library's")
-    parser.add_argument("--compare", default="evr,logit_lens")
-    parser.add_argument("--only", default="heldout,digits,fashion,suppress,amplify")
-    parser.add_argument("--tables", action="store_true", help="only print the markdown tables")
-    args = parser.parse_args()
-    if args.tables:
-        print(tables(args.out))
-        return
+def run(args: argparse.Namespace) -> None:
+    """Every experiment named in ``--only``, writing the artifacts listed in the module doc."""
+    from headpursuit import load_model
+    from headpursuit.evaluation.vision.caption import caption_images, run_caption
+    from headpursuit.evaluation.vision.cider import cider
+    from headpursuit.evaluation.vision.classify import accuracy, run_classify
+    from headpursuit.models.tiny_vlm import assemble_tiny_vlm
+    from headpursuit.models.zoo import DEFAULT_MODEL, locate_named
     from headpursuit.ranking.criteria import DEFAULT_CRITERION
 
     criterion = args.criterion or DEFAULT_CRITERION
     comparisons = [c for c in args.compare.split(",") if c]
+    criteria = list(dict.fromkeys([criterion, *comparisons]))
     percents = [float(p) for p in args.percents.split(",")]
-    ks = [int(k) for k in args.ks.split(",")] if args.ks else None
+    chosen = list(data.DATASETS) if args.datasets == "all" else args.datasets.split(",")
+    for name in chosen:
+        data.get_dataset(name)  # an unknown name fails here, before the model loads
+    only = set(args.only.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
-    only = args.only.split(",")
+    command = " ".join(["scripts/vlm_experiments.py", *sys.argv[1:]])
+    (args.out / "command.json").write_text(json.dumps({"command": command}))
     start = time.time()
-    loaded = load_model("tiny-vlm")
-    tasks = {
-        "digits": (
-            data.digits("train")[: args.n_select],
-            data.digits("test")[: args.n_eval],
-            data.DIGIT_NAMES,
-        ),
-        "fashion": (
-            data.fashion("train", limit=args.n_select),
-            data.fashion("test", limit=args.n_eval),
-            data.FASHION_NAMES,
-        ),
+
+    def elapsed() -> str:
+        return f"{time.time() - start:.0f}s"
+
+    if args.weights is None:
+        loaded = load_model("tiny-vlm")
+    else:
+        loaded = load_model(assemble_tiny_vlm(locate_named(DEFAULT_MODEL), args.weights))
+    splits = {
+        name: (
+            data.load_split(name, "select", args.n_select),
+            data.load_split(name, "test", args.n_test),
+            list(data.get_dataset(name).class_names),
+        )
+        for name in chosen
     }
     if "heldout" in only:
-        heldout = {}
-        for name, (_, _, names) in tasks.items():
-            examples = (
-                data.digits("test")[: args.n_heldout]
-                if name == "digits"
-                else data.fashion("test", limit=args.n_heldout)
+        heldout: dict[str, Any] = {"n": args.n_heldout, "accuracy": {}}
+        for name in chosen:
+            examples = data.load_split(name, "test", args.n_heldout)
+            value, _ = accuracy(loaded, examples, splits[name][2])
+            heldout["accuracy"][name] = {"value": value, "n": len(examples)}
+        scenes = data.shapes("test", args.n_heldout)
+        captions = caption_images(loaded, scenes, max_new_tokens=args.caption_tokens)
+        heldout["captions"] = {
+            "n": len(scenes),
+            "cider": cider([e.references for e in scenes], captions)[0],
+            "colours_correct": sum(
+                data.colours_correct(c, e) for c, e in zip(captions, scenes, strict=True)
             )
-            heldout[f"{name}_accuracy"], _ = accuracy(loaded, examples, names)
-        scenes = data.shapes("test", args.n_heldout // 3)
-        captions = caption_images(loaded, scenes, max_new_tokens=16)
-        heldout["shapes_cider"], _ = cider([e.references for e in scenes], captions)
-        heldout["shapes_exact"] = sum(
-            c == e.answer for c, e in zip(captions, scenes, strict=True)
-        ) / len(scenes)
-        heldout["n"] = {"digits": args.n_heldout, "fashion": args.n_heldout, "shapes": len(scenes)}
-        heldout["examples"] = list(zip([e.answer for e in scenes[:8]], captions[:8], strict=True))
+            / len(scenes),
+            "examples": [[e.answer, c] for e, c in zip(scenes[:8], captions, strict=False)],
+        }
         (args.out / "heldout.json").write_text(json.dumps(heldout, indent=1))
-        print("heldout", heldout, f"{time.time() - start:.0f}s", flush=True)
-    common = dict(
+        print("heldout", json.dumps(heldout), elapsed(), flush=True)
+    common: dict[str, Any] = dict(
         criterion=criterion,
         comparisons=comparisons,
         percents=percents,
-        ks=ks,
         n_controls=args.controls,
+        batch_size=args.batch_size,
         log=print,
     )
-    rankings = {}
-    for name, (select, evaluate, names) in tasks.items():
-        if name not in only and f"{name}-rank" not in only:
-            continue
-        # Selection images come from the training split, evaluation from the held-out split.
-        rankings[name] = rank_all(loaded, select, names, [criterion, *comparisons], concept=name)
-        (args.out / f"ranking_{name}.json").write_text(
-            json.dumps(rankings[name][criterion].to_json())
-        )
-        if name not in only:
+    rankings: dict[str, dict[str, HeadRanking]] = {}
+    for name in chosen:
+        select, evaluate, names = splits[name]
+        rankings[name] = get_rankings(loaded, args.out, name, select, names, criteria)
+        if "classify" not in only:
             continue
         others = {
-            other: (evaluate_other, names_other)
-            for other, (_, evaluate_other, names_other) in tasks.items()
-            if other != name and other in only
+            other: (splits[other][1], splits[other][2])
+            for other in nontarget_sets(name, chosen, args.nontarget)
         }
         run_classify(
             loaded,
@@ -177,43 +189,329 @@ def main() -> None:
             names,
             nontarget=others,
             rankings=rankings[name],
-            output=args.out / FILES[name],
+            output=args.out / f"classify_{name}.json",
             **common,
         )
-        print(name, f"{time.time() - start:.0f}s", flush=True)
-    select = data.shapes("select", args.n_select)
-    evaluate = data.shapes("test", args.n_caption)
-    for name, alpha in (("suppress", -1.0), ("amplify", 5.0)):
-        if name not in only:
-            continue
-        if "shapes" not in rankings:
-            rankings["shapes"] = rank_all(
-                loaded, select, data.COLOUR_NAMES, [criterion, *comparisons], concept="colours"
-            )
-        run_caption(
-            loaded,
-            select,
-            evaluate,
-            words=data.COLOUR_NAMES,
-            rankings=rankings["shapes"],
-            alphas=[alpha],
-            max_new_tokens=14,
-            output=args.out / FILES[name],
-            **common,
+        print("classify", name, elapsed(), flush=True)
+    if "caption" in only or "jaccard" in only:
+        select = data.shapes("select", args.n_select)
+        rankings[COLOURS] = get_rankings(
+            loaded, args.out, COLOURS, select, data.COLOUR_NAMES, criteria
         )
-        print(name, f"{time.time() - start:.0f}s", flush=True)
-    if len(rankings) > 1:
-        overlap = {
-            f"{a}/{b} top-{k}": jaccard(
-                rankings[a][criterion].top(k), rankings[b][criterion].top(k)
+    if "caption" in only:
+        evaluate = data.shapes("test", args.n_caption)
+        for label, alpha in CAPTIONS.items():
+            run_caption(
+                loaded,
+                select,
+                evaluate,
+                words=data.COLOUR_NAMES,
+                concept=COLOURS,
+                rankings=rankings[COLOURS],
+                alphas=[alpha],
+                max_new_tokens=args.caption_tokens,
+                output=args.out / f"caption_{label}.json",
+                **common,
             )
-            for a, b in [("digits", "fashion"), ("digits", "shapes"), ("fashion", "shapes")]
-            if a in rankings and b in rankings
-            for k in (3, 5, 8, 16)
-        }
-        (args.out / "jaccard.json").write_text(json.dumps(overlap, indent=1))
-        print("jaccard", overlap)
-    print(tables(args.out))
+            print("caption", label, elapsed(), flush=True)
+    if "jaccard" in only:
+        write_jaccard(args.out, {n: r[criterion] for n, r in rankings.items()}, percents)
+        print("jaccard", elapsed(), flush=True)
+    print(render(args.out))
+
+
+def write_jaccard(out: Path, rankings: dict[str, HeadRanking], percents: list[float]) -> None:
+    """``jaccard.json``: per k and pair of sets, the overlap of their top-k heads, the mean of
+    the random-set null and the p-value ``(1 + #{null ≥ observed}) / (1 + draws)``."""
+    total = next(iter(rankings.values())).n_heads_total
+    rows = []
+    for k in sorted({heads_for_percent(p, total) for p in percents}):
+        null = random_jaccard(total, k, k, n_draws=N_NULL_DRAWS, seed=k)
+        for a, b in combinations(rankings, 2):
+            observed = jaccard(rankings[a].top(k), rankings[b].top(k))
+            rows.append(
+                {
+                    "k": k,
+                    "a": a,
+                    "b": b,
+                    "jaccard": observed,
+                    "null_mean": sum(null) / len(null),
+                    "p": (1 + sum(v >= observed for v in null)) / (1 + len(null)),
+                    "similar": (a, b) in data.SIMILAR_PAIRS or (b, a) in data.SIMILAR_PAIRS,
+                }
+            )
+    payload = {"n_heads_total": total, "n_null_draws": N_NULL_DRAWS, "rows": rows}
+    (out / "jaccard.json").write_text(json.dumps(payload, indent=1))
+
+
+# ---------------------------------------------------------------- rendering -------------
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    if math.isnan(value):
+        return "–"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _ci(row: dict[str, Any]) -> str:
+    return f"{_num(row['value'])} [{_num(row['low'])}, {_num(row['high'])}]"
+
+
+def _controls(row: dict[str, Any]) -> str:
+    return (
+        f"{_num(row['controls_mean'])} ({_num(row['controls_p5'])}–"
+        f"{_num(row['controls_p95'])}, n={row['n_controls']})"
+    )
+
+
+def _classify_section(out: Path) -> list[str]:
+    files = sorted(out.glob("classify_*.json"))
+    if not files:
+        return []
+    lines = [
+        "### Classification with the top-k heads flipped (α = −1)",
+        "",
+        "Accuracy with the heads flipped / accuracy of the unmodified model on the same "
+        "held-out images (95 % cluster-bootstrap CI); the matched random control sets' mean "
+        "(5th–95th percentile, number of sets); p: share of control sets at least as harmful "
+        "as the selected heads (one-sided, with the +1 correction); the comparison rankings' "
+        "top-k (raw EVR, logit lens) for reference; other datasets evaluated under the same "
+        "heads (non-target) in the last column.",
+        "",
+        "| dataset (stands for) | unmodified | k | selected / unmodified [95% CI] | controls "
+        "mean (p5–p95, n) | p | evr | logit lens | non-target / unmodified | paper, LLaVA-NeXT-7B |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for path in files:
+        result = ExperimentResult.load(path)
+        name = result.concept
+        stands_for = data.get_dataset(name).stands_for if name in data.DATASETS else "?"
+        rows = result.summary()
+        base = result.baseline.means[name]["correct"]
+        for k, alpha in result.settings():
+            here = [r for r in rows if (r["k"], r["alpha"]) == (k, alpha)]
+            target = {r["arm"]: r for r in here if r["role"] == "target"}
+            selected = target["selected"]
+            nontarget = ", ".join(
+                f"{r['set']} {_num(r['value'])}"
+                for r in here
+                if r["role"] == "nontarget" and r["arm"] == "selected"
+            )
+            lines.append(
+                f"| {name} ({stands_for}) | {_num(base)} | {k} | {_ci(selected)} | "
+                f"{_controls(selected)} | {_p(selected['p'])} | "
+                f"{_num(target['evr']['value']) if 'evr' in target else '–'} | "
+                f"{_num(target['logit_lens']['value']) if 'logit_lens' in target else '–'} | "
+                f"{nontarget or '–'} | {PAPER_CLASSIFY.get(stands_for, '')} |"
+            )
+        for verdict in result.verdicts():
+            if verdict["specific"] is not None:
+                verdicts.append(
+                    f"{name} k={verdict['k']}: significant={verdict['significant']}, "
+                    f"specific={verdict['specific']} (target p={_p(verdict['target_p'])}, "
+                    f"lowest non-target p={_p(verdict['nontarget_p'])})"
+                )
+    config = ExperimentResult.load(files[0]).config
+    lines += [
+        "",
+        f"Head selection on {config.get('n_select')} 'select' images per dataset; "
+        "evaluation on the 'test' images counted in the artifacts "
+        f"(`{out.name}/classify_<dataset>.json`). The paper flipped 16 and 32 of LLaVA-NeXT-7B's "
+        "1,024 heads (1.6 % and 3.1 %); random heads there had little to no effect.",
+    ]
+    if verdicts:
+        lines += ["", "Specificity (significant on the target, inside the controls' range on "]
+        lines[-1] += "every non-target set):"
+        lines += [f"- {v}" for v in verdicts]
+    return lines
+
+
+def _selected_ci(rows: list[dict[str, Any]], like: dict[str, Any]) -> str:
+    """The CI text of the selected arm's row at the (k, α) of ``like``."""
+    for row in rows:
+        if (row["k"], row["alpha"], row["arm"]) == (like["k"], like["alpha"], "selected"):
+            return _ci(row)
+    return "–"
+
+
+def _caption_section(out: Path) -> list[str]:
+    found = [(label, out / f"caption_{label}.json") for label in CAPTIONS]
+    found = [(label, path) for label, path in found if path.is_file()]
+    if not found:
+        return []
+    lines = [
+        "### Captions: colour heads suppressed (α = −1) and amplified (α = 5)",
+        "",
+        "Per metric: value with the heads scaled / value of the unmodified model "
+        "(95 % CI). Colour words: colour words per caption. CIDEr retention: CIDEr-D of the "
+        "whole caption. Non-colour CIDEr retention: CIDEr-D after deleting the colour words "
+        "from the caption and its references (`cider_non_concept`), i.e. how much of the "
+        "rest of the caption (objects, sizes, order) survives. Controls and p for the colour "
+        "words (p: share of control sets with at least as large an effect in the expected "
+        "direction).",
+        "",
+        "| intervention | k | colour words [95% CI] | controls mean (p5–p95, n) | p | CIDEr "
+        "retention [95% CI] | non-colour CIDEr retention [95% CI] | paper, LLaVA-NeXT-7B |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, path in found:
+        result = ExperimentResult.load(path)
+        summaries = {m: result.summary(m) for m in ("concept_words", "cider", "cider_non_concept")}
+        for row in summaries["concept_words"]:
+            if row["arm"] != "selected":
+                continue
+
+            lines.append(
+                f"| {label} (α = {row['alpha']:g}) | {row['k']} | {_ci(row)} | "
+                f"{_controls(row)} | {_p(row['p'])} | {_selected_ci(summaries['cider'], row)} | "
+                f"{_selected_ci(summaries['cider_non_concept'], row)} | {PAPER_CAPTION[label]} |"
+            )
+    config = ExperimentResult.load(found[0][1]).config
+    lines += [
+        "",
+        f"{config.get('n_items')} held-out shape scenes, heads selected on "
+        f"{config.get('n_select')} 'select' scenes for the colour words "
+        f"({', '.join(config.get('words', []))}).",
+    ]
+    return lines
+
+
+def _jaccard_section(out: Path) -> list[str]:
+    path = out / "jaccard.json"
+    if not path.is_file():
+        return []
+    payload = json.loads(path.read_text())
+    rows = payload["rows"]
+    names = list(dict.fromkeys([r["a"] for r in rows] + [r["b"] for r in rows]))
+    lines = [
+        "### Overlap of the selected heads (Jaccard)",
+        "",
+        f"Jaccard overlap of the top-k heads of two sets, and in brackets its p-value under "
+        f"the null of two random sets of k of the {payload['n_heads_total']} heads "
+        f"({payload['n_null_draws']:,} draws of `headpursuit.ranking.random_jaccard`; "
+        "p = share of draws at least as large, +1 corrected). Similar-task pairs in bold. "
+        "The paper reports high MNIST/SVHN and EuroSAT/RESISC45 overlap for LLaVA-NeXT-7B "
+        "(no numbers in its text).",
+    ]
+    for k in sorted({r["k"] for r in rows}):
+        here = {(r["a"], r["b"]): r for r in rows if r["k"] == k}
+        null_mean = next(iter(here.values()))["null_mean"]
+        lines += [
+            "",
+            f"k = {k} (null mean {null_mean:.3f}):",
+            "",
+            "| | " + " | ".join(names[1:]) + " |",
+            "|---|" + "---|" * (len(names) - 1),
+        ]
+        for i, a in enumerate(names[:-1]):
+            cells = []
+            for j, b in enumerate(names[1:], start=1):
+                row = here.get((a, b)) or here.get((b, a))
+                if j <= i or row is None:
+                    cells.append("")
+                    continue
+                text = f"{row['jaccard']:.2f} ({_p(row['p'])})"
+                cells.append(f"**{text}**" if row["similar"] else text)
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _heldout_section(out: Path) -> list[str]:
+    path = out / "heldout.json"
+    if not path.is_file():
+        return []
+    heldout = json.loads(path.read_text())
+    lines = [
+        "### Held-out quality of the unmodified model",
+        "",
+        "| dataset | stands for | accuracy | images |",
+        "|---|---|---|---|",
+    ]
+    for name, row in heldout["accuracy"].items():
+        lines.append(
+            f"| {name} | {data.get_dataset(name).stands_for} | {row['value']:.3f} | {row['n']} |"
+        )
+    captions = heldout["captions"]
+    lines.append(
+        f"| captions (shapes) | Flickr30k colours | colours right {captions['colours_correct']:.3f}"
+        f", CIDEr-D {captions['cider']:.3f} | {captions['n']} |"
+    )
+    return lines
+
+
+def render(out: Path) -> str:
+    """The markdown of the VLM results block from the artifacts in ``out`` (what is there)."""
+    recorded = out / "command.json"
+    if recorded.is_file():
+        command = "nice -n 10 .venv/bin/python " + json.loads(recorded.read_text())["command"]
+    else:
+        where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+        command = f"nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out {where}"
+    lines = [
+        "## Vision-language model: the tiny VLM",
+        "",
+        "Model: `tiny-vlm` (docs/vlm.md); numbers from the artifacts of",
+        f"`{command}`, this block written by the same command with `--render`.",
+    ]
+    for section in (_heldout_section, _classify_section, _caption_section, _jaccard_section):
+        part = section(out)
+        if part:
+            lines += ["", *part]
+    return "\n".join(lines) + "\n"
+
+
+def write_block(markdown: str, target: Path = RESULTS_MD) -> None:
+    """Replace the text between the VLM markers of ``target`` (added at its end if absent)."""
+    text = target.read_text() if target.is_file() else ""
+    block = f"{BEGIN}\n{markdown}{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    target.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "vlm_out")
+    parser.add_argument("--weights", type=Path, default=None, help="default: the shipped VLM")
+    parser.add_argument("--datasets", default="all", help="comma-separated registry names")
+    parser.add_argument("--n-select", type=int, default=40, help="selection images per set")
+    parser.add_argument("--n-test", type=int, default=150, help="evaluation images per dataset")
+    parser.add_argument("--n-caption", type=int, default=100, help="evaluation scenes")
+    parser.add_argument("--n-heldout", type=int, default=300, help="images per held-out score")
+    parser.add_argument("--controls", type=int, default=20, help="matched control sets")
+    parser.add_argument("--percents", default="1,2,3", help="k as %% of all heads")
+    parser.add_argument("--criterion", default=None, help="default: the library's")
+    parser.add_argument("--compare", default="evr,logit_lens")
+    parser.add_argument(
+        "--nontarget",
+        choices=["similar", "all", "none"],
+        default="similar",
+        help="other datasets evaluated in each classify run (all: 7× the cost)",
+    )
+    parser.add_argument("--caption-tokens", type=int, default=14)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--only", default="heldout,classify,caption,jaccard")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only write the VLM block of --results-md from the artifacts in --out",
+    )
+    parser.add_argument("--results-md", type=Path, default=RESULTS_MD)
+    args = parser.parse_args()
+    args.out = args.out.resolve()
+    if args.render:
+        write_block(render(args.out), args.results_md)
+        print(f"wrote the VLM block of {args.results_md}")
+        return
+    run(args)
 
 
 if __name__ == "__main__":

@@ -439,6 +439,7 @@ BEFORE_LOAD = {
     "classify --device bogus": (["classify", "--device", "gpu9"], "device"),
     "classify --images without --labels": (["classify", "mnist", "--images", "adir"], "--labels"),
     "classify no bundled images": (["classify", "svhn"], "--images"),
+    "classify --n-eval above the test split": (["classify", "fashion", "--n-eval", "2001"], "2000"),
     "classify --out a directory": (["classify", "--out", "adir"], "directory"),
     "caption --alphas abc": (["caption", "--alphas", "abc"], "--alphas"),
     "caption --alphas mixing directions": (["caption", "--alphas=-1,5"], "two experiments"),

@@ -141,6 +141,13 @@ def test_caption_counts_cider_identity_and_round_trip(tiny, tmp_path):
         corpus, per_image = cider([e.references for e in evaluate], captions)
         assert items["cider"] == pytest.approx(per_image)
         assert np.mean(items["cider"]) == pytest.approx(corpus)
+        # The non-concept CIDEr: captions and references with the concept words struck out
+        # here, token by token.
+        strike = lambda text: " ".join(t for t in text.split() if t not in words)  # noqa: E731
+        _, rest = cider(
+            [[strike(r) for r in e.references] for e in evaluate], [strike(c) for c in captions]
+        )
+        assert items["cider_non_concept"] == pytest.approx(rest)
     assert sum(result.baseline.items["shapes"]["concept_words"]) > 0  # not a count of nothing
     assert min(result.baseline.items["shapes"]["cider"]) > 0
     _identity_holds(result)

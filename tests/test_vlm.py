@@ -36,17 +36,6 @@ def test_prompt_has_one_image_token():
     assert N_IMAGE_TOKENS == 16
 
 
-def test_digit_splits_are_disjoint_and_fixed():
-    pytest.importorskip("sklearn", reason="digits need scikit-learn (the vlm extra)")
-    train, test = data.digits("train"), data.digits("test")
-    assert (len(train), len(test)) == (1197, 600)
-    train_pixels = {e.image.tobytes() + bytes([e.label]) for e in train[:50]}
-    assert train[0].answer == data.DIGIT_NAMES[train[0].label]
-    assert data.digits("test")[0].image.tobytes() == test[0].image.tobytes()
-    assert test[0].image.size == (48, 48) and test[0].image.mode == "RGB"
-    assert len(train_pixels) > 40
-
-
 def test_shape_scenes_are_seeded_and_captioned_left_to_right():
     first, again = data.shape_scene(3), data.shape_scene(3)
     assert first.image.tobytes() == again.image.tobytes()
@@ -59,14 +48,6 @@ def test_shape_scenes_are_seeded_and_captioned_left_to_right():
     tests = {e.image.tobytes() for e in data.shapes("test", 30)}
     selects = {e.image.tobytes() for e in data.shapes("select", 30)}
     assert len(tests & selects) <= 1  # different seeds; identical drawings are only chance
-
-
-def test_fashion_reader():
-    if not data.FASHION_DIR.is_dir():
-        pytest.skip("dataset-fashion-mnist is not installed")
-    examples = data.fashion("test", limit=5)
-    assert [e.label for e in examples] == [9, 2, 1, 1, 6]  # the published t10k labels
-    assert examples[0].answer == "ankle boot"
 
 
 def test_class_name_lists():
@@ -126,6 +107,27 @@ def tiny_vlm():
     from headpursuit import load_model
 
     return load_model("tiny-vlm")
+
+
+@pytest.mark.slow
+def test_load_model_assembles_the_shipped_weights(tiny_vlm):
+    """load_model("tiny-vlm") carries exactly the shipped weights (float16 or float32 on disk,
+    float32 in the model), in a tower of the shape its config.json records."""
+    from safetensors.torch import load_file
+
+    from headpursuit.models.tiny_vlm import WEIGHTS_FILE
+
+    shipped = load_file(str(SHIPPED_DIR / WEIGHTS_FILE))
+    state = tiny_vlm.model.state_dict()
+    assert shipped and all(name in state for name in shipped)
+    for name, weight in shipped.items():
+        torch.testing.assert_close(state[name], weight.float(), atol=0.0, rtol=0.0)
+    recorded = json.loads((SHIPPED_DIR / "config.json").read_text())["vision_config"]
+    tower = tiny_vlm.model.config.vision_config
+    assert (tower.hidden_size, tower.num_hidden_layers) == (
+        recorded["hidden_size"],
+        recorded["num_hidden_layers"],
+    )
 
 
 @pytest.mark.slow

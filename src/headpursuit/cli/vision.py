@@ -44,7 +44,16 @@ SelectOpt = Annotated[int, typer.Option(min=2, help="Images used to select heads
 EvalOpt = Annotated[int, typer.Option(min=1, help="Held-out images to evaluate on.")]
 PositionsOpt = Annotated[str, typer.Option(help="Scale the heads at all, image or text positions.")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
-BUNDLED = ("digits", "fashion")
+#: The testbed's datasets (``headpursuit.evaluation.vision.data.DATASETS``), for the help.
+BUNDLED = (
+    "digits",
+    "svhn_like",
+    "fashion",
+    "gtsrb_like",
+    "dtd_like",
+    "eurosat_like",
+    "resisc_like",
+)
 
 
 def _check_common(positions: str) -> None:
@@ -57,19 +66,34 @@ def _check_common(positions: str) -> None:
         )
 
 
-def _bundled(name: str, n_select: int, n_eval: int) -> tuple[list[Any], list[Any], list[str]]:
-    """(selection images, evaluation images, class names) of a bundled dataset."""
-    from ..evaluation.vision import data
+def _check_bundled(name: str, option: str = "dataset") -> None:
+    """Refuse a name that is not a dataset of the testbed, before any work."""
+    from ..evaluation.vision.data import DATASETS
 
-    if name == "digits":
-        return data.digits("train")[:n_select], data.digits("test")[:n_eval], data.DIGIT_NAMES
-    if name == "fashion":
-        select = data.fashion("train", limit=n_select)
-        return select, data.fashion("test", limit=n_eval), data.FASHION_NAMES
-    raise InputError(
-        f"No bundled images for {name!r}: use {' or '.join(BUNDLED)}, or give --images and "
-        "--labels."
-    )
+    if name not in DATASETS:
+        raise InputError(
+            f"No bundled images for {option} {name!r}: use one of {', '.join(DATASETS)}, or "
+            "give --images and --labels with a class-name list."
+        )
+
+
+def _bundled(name: str, n_select: int, n_eval: int) -> tuple[list[Any], list[Any], list[str]]:
+    """(selection images, evaluation images, class names) of a testbed dataset: the first
+    ``n_select`` images of its "select" split and the first ``n_eval`` of its "test" split
+    (disjoint by construction)."""
+    from ..evaluation.vision.data import get_dataset
+
+    _check_bundled(name)
+    dataset = get_dataset(name)
+    select, evaluate = dataset.examples("select", n_select), dataset.examples("test", n_eval)
+    for split, wanted, got in (("select", n_select, select), ("test", n_eval, evaluate)):
+        if len(got) < wanted:
+            option = "--n-select" if split == "select" else "--n-eval"
+            raise InputError(
+                f"{name} has {len(got)} {split!r} images, fewer than {option} {wanted}; "
+                f"ask for at most {len(got)}."
+            )
+    return select, evaluate, list(dataset.class_names)
 
 
 @app.command()
@@ -78,8 +102,10 @@ def classify(
     dataset: Annotated[
         str,
         typer.Argument(
-            help="'digits' or 'fashion' (bundled / Debian package), or a class-name list "
-            "(mnist, svhn, gtsrb, eurosat, resisc45, dtd) with --images and --labels."
+            help="A testbed dataset (digits, svhn_like, fashion, gtsrb_like, dtd_like, "
+            "eurosat_like, resisc_like: bundled or drawn, heads selected on its 'select' split, "
+            "evaluated on its 'test' split), or a class-name list (mnist, svhn, gtsrb, eurosat, "
+            "resisc45, dtd) with --images and --labels."
         ),
     ] = "digits",
     model: VlmModelOpt = TINY_VLM_NAME,
@@ -93,8 +119,8 @@ def classify(
     nontarget: Annotated[
         str,
         typer.Option(
-            help="Bundled datasets (digits, fashion) also evaluated, as non-target sets "
-            "(comma-separated; '' for none)."
+            help="Testbed datasets also evaluated, as non-target sets (comma-separated; "
+            "'' for none)."
         ),
     ] = "",
     n_select: SelectOpt = 40,
@@ -133,8 +159,7 @@ def classify(
     check_model_options(device, device_map)
     others = parse_list(nontarget)
     for name in others:
-        if name not in BUNDLED:
-            raise InputError(f"Unknown --nontarget {name!r}; choose among {', '.join(BUNDLED)}.")
+        _check_bundled(name, "--nontarget")
         if name == dataset:
             raise InputError(f"--nontarget {name!r} is the target dataset; drop it.")
     check_writable(out, what="results file")
@@ -248,4 +273,4 @@ def caption(
         output=out,
         log=typer.echo,
     )
-    print_experiment(result, out, also=("cider", "any_concept_word"))
+    print_experiment(result, out, also=("cider", "cider_non_concept", "any_concept_word"))

@@ -1,10 +1,13 @@
 """The tiny real VLM: frozen SmolLM2-135M-Instruct + a small CLIP vision tower and projector.
 
 It is a plain ``LlavaForConditionalGeneration`` with a ``LlavaProcessor``. The repository
-ships only what was trained here (vision tower + projector weights, about 3 MB) and the
-configs under ``headpursuit/data/tiny_vlm/``; :func:`assemble_tiny_vlm` joins them with the
-cached SmolLM2 checkpoint into a full checkpoint directory under the headpursuit cache, and
-that directory loads like any LLaVA model. ``load_model("tiny-vlm")`` does both.
+ships only what was trained here (vision tower + projector weights, float16 or float32) and
+the configs under ``headpursuit/data/tiny_vlm/``; :func:`assemble_tiny_vlm` joins them with the
+cached SmolLM2 checkpoint into a full float32 checkpoint directory under the headpursuit
+cache, and that directory loads like any LLaVA model. ``load_model("tiny-vlm")`` does both.
+The vision tower's shape is read from the shipped ``config.json``
+(:func:`shipped_vision_config`), so weights of any tower size load; a new tower is built
+with :func:`vision_config` (training: ``scripts/train_tiny_vlm.py``).
 
 The image token is ``<empty_output>`` (id 16), an existing, rarely used special token of the
 SmolLM2 vocabulary, so the vocabulary is not resized and text-only logits of the VLM equal
@@ -43,28 +46,49 @@ def vlm_prompt(question: str) -> str:
 
 
 def vision_config() -> Any:
-    """The vision tower: a 3-layer CLIP ViT, hidden 128, 4 heads, 48×48 input, patch 12."""
+    """The tower a new tiny VLM is trained with: a 6-layer CLIP ViT, hidden 256, 8 heads,
+    MLP 1024, 48×48 input, patch 12 (the projector is then 256 → 576 → 576)."""
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=3,
-        num_attention_heads=4,
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=6,
+        num_attention_heads=8,
         image_size=IMAGE_SIZE,
         patch_size=PATCH_SIZE,
         num_channels=3,
-        projection_dim=128,
+        projection_dim=256,
     )
 
 
-def llava_config(text_config: Any, image_token_id: int) -> Any:
-    """A LlavaConfig around ``text_config`` (SmolLM2's LlamaConfig) and :func:`vision_config`."""
+def shipped_vision_config(shipped_dir: str | os.PathLike[str] | None = None) -> Any:
+    """The ``CLIPVisionConfig`` recorded in a shipped ``config.json`` (the one its weights fit).
+
+    Raises:
+        ModelLoadError: when the directory has no ``config.json`` with a ``vision_config``.
+    """
+    from transformers import CLIPVisionConfig
+
+    shipped = Path(shipped_dir) if shipped_dir is not None else SHIPPED_DIR
+    path = shipped / "config.json"
+    recorded = json.loads(path.read_text()).get("vision_config") if path.is_file() else None
+    if not recorded:
+        raise ModelLoadError(
+            f"No vision_config in {path}; the tiny VLM's directory needs the config.json "
+            "written by scripts/train_tiny_vlm.py next to its weights."
+        )
+    return CLIPVisionConfig(**recorded)
+
+
+def llava_config(text_config: Any, image_token_id: int, vision: Any = None) -> Any:
+    """A LlavaConfig around ``text_config`` (SmolLM2's LlamaConfig) and ``vision`` (a
+    ``CLIPVisionConfig``; default :func:`vision_config`)."""
     from transformers import LlavaConfig
 
     config = LlavaConfig(
         text_config=text_config,
-        vision_config=vision_config(),
+        vision_config=vision if vision is not None else vision_config(),
         image_token_id=image_token_id,
         projector_hidden_act="gelu",
         vision_feature_select_strategy="default",
@@ -97,8 +121,12 @@ def build_processor(tokenizer: Any) -> Any:
     )
 
 
-def build_tiny_vlm(lm_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
+def build_tiny_vlm(lm_dir: str | os.PathLike[str], vision: Any = None) -> tuple[Any, Any]:
     """A fresh LLaVA: SmolLM2 weights as language model, random vision tower and projector.
+
+    Args:
+        lm_dir: the plain SmolLM2 checkpoint directory.
+        vision: a ``CLIPVisionConfig`` (default: :func:`vision_config`).
 
     Returns:
         (model, processor): ``LlavaForConditionalGeneration`` in float32 (eval mode) and its
@@ -109,7 +137,7 @@ def build_tiny_vlm(lm_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
     lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    config = llava_config(lm.config, image_token_id)
+    config = llava_config(lm.config, image_token_id, vision)
     model = LlavaForConditionalGeneration(config)
     model.model.language_model.load_state_dict(lm.model.state_dict())
     model.lm_head.weight = model.model.language_model.embed_tokens.weight
@@ -117,22 +145,24 @@ def build_tiny_vlm(lm_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
     return model, build_processor(tokenizer)
 
 
-def vision_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """The trained part: vision tower + projector weights, keyed as in the full checkpoint."""
+def vision_state_dict(model: Any, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The trained part: vision tower + projector weights, keyed as in the full checkpoint
+    (cast to ``dtype`` when given)."""
     return {
-        name: tensor.detach().cpu().contiguous()
+        name: tensor.detach().cpu().to(dtype or tensor.dtype).contiguous()
         for name, tensor in model.state_dict().items()
         if name.startswith(VISION_PREFIXES)
     }
 
 
 def save_shipped(model: Any, processor: Any, out_dir: str | os.PathLike[str]) -> Path:
-    """Write the shippable part: ``vision.safetensors``, ``config.json``, image processor config."""
+    """Write the shippable part: ``vision.safetensors`` (float16), ``config.json`` and the
+    image processor config."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(vision_state_dict(model), str(out / WEIGHTS_FILE))
+    save_file(vision_state_dict(model, torch.float16), str(out / WEIGHTS_FILE))
     (out / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2, default=str))
     processor.image_processor.save_pretrained(out)
     return out
@@ -170,12 +200,12 @@ def assemble_tiny_vlm(
     target = _assembled_path(shipped, lm_path)
     if (target / "config.json").exists():
         return target
-    model, processor = build_tiny_vlm(lm_path)
+    model, processor = build_tiny_vlm(lm_path, shipped_vision_config(shipped))
     missing = set(vision_state_dict(model))
     weights = load_file(str(shipped / WEIGHTS_FILE))
     if set(weights) != missing:
         raise ModelLoadError(
             f"{shipped / WEIGHTS_FILE} does not match the tiny VLM's vision weights."
         )
-    model.load_state_dict(weights, strict=False)
+    model.load_state_dict({name: w.float() for name, w in weights.items()}, strict=False)
     return atomic_directory(target, lambda staging: save_pretrained_all(staging, model, processor))

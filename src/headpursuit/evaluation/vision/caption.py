@@ -11,7 +11,12 @@ Per image (each image its own bootstrap cluster):
 * ``any_concept_word``: 1 if it holds at least one;
 * ``cider``: the caption's CIDEr-D against the image's reference captions (pycocoevalcap's
   per-image score; the corpus CIDEr is their mean, so ``Σ arm / Σ baseline`` is the CIDEr
-  retention).
+  retention);
+* ``cider_non_concept``: the same with the concept's words deleted from the caption and
+  from every reference (:func:`without_words`): how well the rest of the caption (objects,
+  sizes, order) survives. Suppressing colour words costs full-caption CIDEr by construction
+  on captions as short as "a small red circle"; this retention reads only what the
+  intervention should leave alone.
 
 One experiment has one direction, derived from its scales (:func:`direction_for`):
 suppression (α < 1, e.g. −1) expects fewer concept words ("decrease"), amplification
@@ -51,6 +56,13 @@ def word_counts(captions: Sequence[str], words: Sequence[str]) -> np.ndarray:
     ``words`` (case-insensitive)."""
     vocabulary = {w.lower() for w in words}
     return np.array([float(sum(t in vocabulary for t in tokenize(c).split())) for c in captions])
+
+
+def without_words(text: str, words: Sequence[str]) -> str:
+    """``text`` after :func:`~.cider.tokenize`, without the tokens that are one of ``words``
+    (case-insensitive): "A small RED circle." -> "a small circle" for words = ["red"]."""
+    vocabulary = {w.lower() for w in words}
+    return " ".join(t for t in tokenize(text).split() if t not in vocabulary)
 
 
 def keyword_stats(captions: Sequence[str], words: Sequence[str]) -> tuple[float, float]:
@@ -107,14 +119,22 @@ def caption_images(
 def caption_scores(
     captions: Sequence[str], examples: Sequence[ImageExample], words: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """Per-caption ``concept_words``, ``any_concept_word`` and ``cider`` (module doc); the
-    references are each example's ``references`` (or its ``answer``)."""
+    """Per-caption ``concept_words``, ``any_concept_word``, ``cider`` and
+    ``cider_non_concept`` (module doc); the references are each example's ``references``
+    (or its ``answer``)."""
     counts = word_counts(captions, words)
-    _, per_image = cider([e.references or [e.answer] for e in examples], list(captions))
+    references = [e.references or [e.answer] for e in examples]
+    _, per_image = cider(references, list(captions))
+    stripped = [[without_words(r, words) for r in group] for group in references]
+    if any(r for group in stripped for r in group):
+        _, rest = cider(stripped, [without_words(c, words) for c in captions])
+    else:  # the references hold nothing but concept words: nothing else to retain
+        rest = [0.0] * len(captions)
     return {
         "concept_words": counts,
         "any_concept_word": (counts > 0).astype(float),
         "cider": np.array(per_image),
+        "cider_non_concept": np.array(rest),
     }
 
 

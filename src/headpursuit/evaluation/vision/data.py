@@ -1,26 +1,43 @@
-"""Offline image datasets for the tiny VLM: sklearn digits, Fashion-MNIST, synthetic shapes.
+"""Offline image datasets of the VLM testbed and their registry (:data:`DATASETS`).
+
+The one source of truth for the testbed's class names, questions and splits: the training
+script, the ``classify`` / ``caption`` commands and ``scripts/vlm_experiments.py`` all read
+them from here.
 
 Every dataset is a list of :class:`ImageExample` (a PIL RGB image, a question, the answer
-text, and for classification the label index). Splits are fixed by seeds so that the
-training, head-selection and evaluation images are always the same and never overlap:
+text, and for classification the label index). Each has three disjoint splits, fixed by
+construction: "train" (the tiny VLM learns from it), "select" (head selection) and "test"
+(held-out evaluation).
 
-- digits: ``load_digits`` shuffled with seed 0; the first 1,197 train, the last 600 test.
-- fashion: the official Fashion-MNIST train file trains, the official t10k file tests.
-- shapes: generated from a seed; training uses seeds ≥ 1,000,000, selection seeds
-  500,000+, evaluation seeds 0+ (disjoint ranges).
+- digits: sklearn's 1,797 8×8 digits shuffled with seed 0: 1,097 train, 200 select, 500 test.
+- fashion: the vendored Fashion-MNIST subset (``headpursuit/data/fashion_mnist``): 15,000
+  train and 1,000 select images from the official training file, 2,000 test images from t10k.
+- drawn sets (house numbers, traffic signs, textures, two land-cover styles) and the caption
+  scenes: image i of a split is drawn from seed offset + i (test 0+, select 500,000+, train
+  1,000,000+; see :mod:`headpursuit.evaluation.vision.datasets.drawing`).
+
+The classification sets form two pairs of similar tasks, as in the paper's Jaccard analysis:
+digits / house numbers (MNIST / SVHN) and satellite / aerial land cover (EuroSAT /
+RESISC45), each pair with the same class names and question.
 """
 
 from __future__ import annotations
 
-import gzip
+import io
+import lzma
 import random
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from ...errors import InputError
+from .datasets import drawing, house_numbers, land_cover, textures, traffic_signs
+from .datasets.drawing import SPLITS
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FASHION_NAMES = [
@@ -35,10 +52,11 @@ FASHION_NAMES = [
     "bag",
     "ankle boot",
 ]
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_DIR = Path(__file__).resolve().parents[2] / "data" / "fashion_mnist"
 DIGIT_QUESTION = "What digit is this?"
 FASHION_QUESTION = "What is this?"
 SHAPES_QUESTION = "Describe the image."
+DIGIT_SPLITS = {"train": (0, 1097), "select": (1097, 1297), "test": (1297, 1797)}
 
 SHAPE_COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -80,15 +98,20 @@ def _to_rgb(gray: np.ndarray, scale: float) -> Image.Image:
     return Image.fromarray(pixels, mode="L").resize((CANVAS, CANVAS), Image.BILINEAR).convert("RGB")
 
 
-def digits(split: str) -> list[ImageExample]:
-    """sklearn's 1,797 8×8 digits, upscaled; ``split`` is "train" (1,197) or "test" (600)."""
-    if split not in ("train", "test"):
-        raise InputError(f"split must be 'train' or 'test', not {split!r}")
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise InputError(f"split must be one of {SPLITS}, not {split!r}")
+
+
+def digits(split: str, limit: int | None = None) -> list[ImageExample]:
+    """sklearn's 8×8 digits, upscaled to 48×48: "train" (1,097), "select" (200) or "test" (500)."""
+    _check_split(split)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     order = np.random.default_rng(0).permutation(len(bunch.target))
-    chosen = order[:1197] if split == "train" else order[1197:]
+    start, stop = DIGIT_SPLITS[split]
+    chosen = order[start:stop][:limit]
     return [
         ImageExample(
             _to_rgb(bunch.images[i], 16.0),
@@ -100,27 +123,24 @@ def digits(split: str) -> list[ImageExample]:
     ]
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
-    n_dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(n_dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * n_dims).reshape(shape)
+@cache
+def _fashion_arrays(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    images_path = root / f"{split}-images.npy.xz"
+    if not images_path.is_file():
+        raise InputError(
+            f"The vendored Fashion-MNIST split is missing at {images_path}; reinstall the "
+            "package or write it with `python scripts/vendor_fashion_mnist.py`."
+        )
+    images = np.load(io.BytesIO(lzma.decompress(images_path.read_bytes())))
+    labels = np.load(root / f"{split}-labels.npy")
+    return images, labels
 
 
 def fashion(split: str, limit: int | None = None, root: Path = FASHION_DIR) -> list[ImageExample]:
-    """Fashion-MNIST (Debian package ``dataset-fashion-mnist``); the first ``limit`` images."""
-    prefix = {"train": "train", "test": "t10k"}.get(split)
-    if prefix is None:
-        raise InputError(f"split must be 'train' or 'test', not {split!r}")
-    images_path = root / f"{prefix}-images-idx3-ubyte.gz"
-    if not images_path.is_file():
-        raise InputError(
-            f"Fashion-MNIST not found at {root}; install it with "
-            "`apt-get install -y dataset-fashion-mnist`."
-        )
-    images = _read_idx(images_path)
-    labels = _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz")
+    """Vendored Fashion-MNIST, upscaled to 48×48: "train" (15,000), "select" (1,000) or "test"
+    (2,000, the first images of the official t10k file); the first ``limit`` images."""
+    _check_split(split)
+    images, labels = _fashion_arrays(split, Path(root))
     n = len(labels) if limit is None else min(limit, len(labels))
     return [
         ImageExample(
@@ -199,14 +219,166 @@ def shape_scene(seed: int) -> ImageExample:
     return ImageExample(image, SHAPES_QUESTION, caption, -1, list(dict.fromkeys(references)))
 
 
-SHAPES_EVAL_SEED = 0
-SHAPES_SELECT_SEED = 500_000
-SHAPES_TRAIN_SEED = 1_000_000
-
-
 def shapes(split: str, n: int) -> list[ImageExample]:
     """``n`` shape scenes of a split: "train", "select" (head selection) or "test"."""
-    offsets = {"test": SHAPES_EVAL_SEED, "select": SHAPES_SELECT_SEED, "train": SHAPES_TRAIN_SEED}
-    if split not in offsets:
-        raise InputError(f"split must be one of {sorted(offsets)}, not {split!r}")
-    return [shape_scene(offsets[split] + i) for i in range(n)]
+    return [shape_scene(seed) for seed in drawing.split_seeds(split, n)]
+
+
+def colour_words(text: str) -> list[str]:
+    """The shape-colour words of ``text`` in order: "A red circle and a blue one" -> [red, blue]."""
+    return [word for word in re.findall(r"[a-z]+", text.lower()) if word in SHAPE_COLOURS]
+
+
+def colours_correct(caption: str, example: ImageExample) -> bool:
+    """Whether ``caption`` names exactly the scene's colours, left to right (no more, no fewer)."""
+    return colour_words(caption) == colour_words(example.answer)
+
+
+# ---------------------------------------------------------------- drawn sets and registry
+
+DEFAULT_SIZES = {"train": 4000, "select": 200, "test": 500}
+
+
+def _drawn(
+    salt: str,
+    draw: Callable[[int, np.random.Generator], Image.Image],
+    names: list[str],
+    question: str,
+) -> Callable[[str, int | None], list[ImageExample]]:
+    def load(split: str, n: int | None = None) -> list[ImageExample]:
+        count = DEFAULT_SIZES.get(split, 0) if n is None else n
+        pairs = drawing.generate(salt, draw, len(names), split, count)
+        return [ImageExample(image, question, names[label], label) for image, label in pairs]
+
+    return load
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A classification dataset of the testbed.
+
+    Attributes:
+        name: registry key ("digits", "svhn_like", …).
+        class_names: the answers, indexed by label; short words or phrases.
+        question: the user question asked with every image.
+        load: ``load(split, n=None) -> list[ImageExample]``; ``split`` is "train", "select"
+            or "test"; ``n=None`` gives the whole split (drawn sets: ``DEFAULT_SIZES``).
+        stands_for: the paper's dataset that this one stands in for.
+        similar_to: the registry key of its similar task, if any.
+        source: where the images come from (and their licence).
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    question: str
+    load: Callable[[str, int | None], list[ImageExample]]
+    stands_for: str
+    similar_to: str | None
+    source: str
+
+    def examples(self, split: str, n: int | None = None) -> list[ImageExample]:
+        """The first ``n`` examples of ``split`` (all of a fixed split when ``n`` is None)."""
+        _check_split(split)
+        return self.load(split, n)
+
+
+_LAND = tuple(land_cover.CLASS_NAMES)
+DATASETS: dict[str, ImageDataset] = {
+    d.name: d
+    for d in (
+        ImageDataset(
+            "digits",
+            tuple(DIGIT_NAMES),
+            DIGIT_QUESTION,
+            lambda split, n=None: digits(split, n),
+            "MNIST",
+            "svhn_like",
+            "scikit-learn's bundled UCI optical digits (BSD-3-Clause), 8×8 upscaled",
+        ),
+        ImageDataset(
+            "svhn_like",
+            tuple(DIGIT_NAMES),
+            house_numbers.QUESTION,
+            _drawn(
+                house_numbers.SALT,
+                house_numbers.draw_house_number,
+                DIGIT_NAMES,
+                house_numbers.QUESTION,
+            ),
+            "SVHN",
+            "digits",
+            "drawn here (headpursuit.evaluation.vision.datasets.house_numbers; fonts shipped with matplotlib)",
+        ),
+        ImageDataset(
+            "fashion",
+            tuple(FASHION_NAMES),
+            FASHION_QUESTION,
+            lambda split, n=None: fashion(split, n),
+            "Fashion-MNIST",
+            None,
+            "Fashion-MNIST subset vendored in headpursuit/data/fashion_mnist (MIT, Zalando SE)",
+        ),
+        ImageDataset(
+            "gtsrb_like",
+            tuple(traffic_signs.CLASS_NAMES),
+            traffic_signs.QUESTION,
+            _drawn(
+                traffic_signs.SALT,
+                traffic_signs.draw_sign,
+                traffic_signs.CLASS_NAMES,
+                traffic_signs.QUESTION,
+            ),
+            "GTSRB",
+            None,
+            "drawn here (headpursuit.evaluation.vision.datasets.traffic_signs)",
+        ),
+        ImageDataset(
+            "dtd_like",
+            tuple(textures.CLASS_NAMES),
+            textures.QUESTION,
+            _drawn(textures.SALT, textures.draw_texture, textures.CLASS_NAMES, textures.QUESTION),
+            "DTD",
+            None,
+            "drawn here (headpursuit.evaluation.vision.datasets.textures)",
+        ),
+        ImageDataset(
+            "eurosat_like",
+            _LAND,
+            land_cover.QUESTION,
+            _drawn(
+                land_cover.SATELLITE_SALT,
+                land_cover.draw_satellite,
+                list(_LAND),
+                land_cover.QUESTION,
+            ),
+            "EuroSAT",
+            "resisc_like",
+            "drawn here (headpursuit.evaluation.vision.datasets.land_cover, satellite style)",
+        ),
+        ImageDataset(
+            "resisc_like",
+            _LAND,
+            land_cover.QUESTION,
+            _drawn(
+                land_cover.AERIAL_SALT, land_cover.draw_aerial, list(_LAND), land_cover.QUESTION
+            ),
+            "RESISC45",
+            "eurosat_like",
+            "drawn here (headpursuit.evaluation.vision.datasets.land_cover, aerial style)",
+        ),
+    )
+}
+SIMILAR_PAIRS = [("digits", "svhn_like"), ("eurosat_like", "resisc_like")]
+
+
+def get_dataset(name: str) -> ImageDataset:
+    """The registry entry ``name`` (hyphens and case are ignored: "SVHN-like" works)."""
+    key = name.lower().replace("-", "_")
+    if key not in DATASETS:
+        raise InputError(f"Unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
+    return DATASETS[key]
+
+
+def load_split(name: str, split: str, n: int | None = None) -> list[ImageExample]:
+    """``get_dataset(name).examples(split, n)``: the first ``n`` examples of a split."""
+    return get_dataset(name).examples(split, n)
