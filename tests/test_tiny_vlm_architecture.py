@@ -32,6 +32,7 @@ from headpursuit.models.tiny_vlm import (
     vision_config,
     vlm_prompt,
 )
+from tiny_vlms import out_proj_inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 CHAT = ["<|im_start|>", "<|im_end|>", "user", "assistant"]
@@ -169,19 +170,7 @@ def test_processor_and_image_pooling_of_the_new_tower(lm_dir, tmp_path):
         progress=False,
     )
     sites = AttentionSites(loaded.model)
-    seen: dict[int, torch.Tensor] = {}
-    handles = [
-        site.out_proj.register_forward_hook(
-            lambda module, args, out, i=site.index: seen.__setitem__(i, args[0].detach())
-        )
-        for site in sites.layers
-    ]
-    try:
-        with torch.inference_mode():
-            loaded.model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    seen = out_proj_inputs(loaded.model, inputs)
     for layer in range(sites.n_layers):
         z = seen[layer]  # [B, T, n_heads * head_dim]
         pooled = torch.stack([z[b, is_image[b]].mean(0) for b in range(len(images))])

@@ -14,6 +14,7 @@ from headpursuit.evaluation.vision.cider import cider
 from headpursuit.evaluation.vision.class_names import CLASS_NAMES, class_names, normalise
 from headpursuit.evaluation.vision.classify import prompt_for
 from headpursuit.models.tiny_vlm import IMAGE_TOKEN, N_IMAGE_TOKENS, SHIPPED_DIR, vlm_prompt
+from tiny_vlms import out_proj_inputs
 
 # ---------------------------------------------------------------- fast: no model -------
 
@@ -142,19 +143,7 @@ def test_image_pooling_matches_hand_computed(tiny_vlm):
     inputs = tiny_vlm.processor(images=images, text=prompts, return_tensors="pt")
     is_image = inputs["input_ids"] == 16  # [B, T]
     assert int(is_image.sum(-1)[0]) == N_IMAGE_TOKENS
-    seen: dict[int, torch.Tensor] = {}
-    handles = [
-        site.out_proj.register_forward_hook(
-            lambda module, args, out, i=site.index: seen.__setitem__(i, args[0].detach())
-        )
-        for site in sites.layers
-    ]
-    try:
-        with torch.inference_mode():
-            tiny_vlm.model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    seen = out_proj_inputs(tiny_vlm.model, inputs)
     for layer in (0, 13, 29):
         z = seen[layer]  # [B, T, n_heads * head_dim]
         pooled = torch.stack([z[b, is_image[b]].mean(0) for b in range(len(examples))])

@@ -9,12 +9,13 @@ function must pick the right one for all.
 
 from __future__ import annotations
 
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from conformance import randomise
 from conftest import WORDS
-from headpursuit import LoadedModel
+from headpursuit import AttentionSites, LoadedModel
 
 TEXT = dict(
     vocab_size=128,
@@ -180,3 +181,24 @@ def tiny_idefics3() -> tuple[LoadedModel, str, int]:
         model=model, tokenizer=tokenizer, model_id="tiny-idefics3", processor=processor
     )
     return loaded, "<image>", 4
+
+
+def out_proj_inputs(model, inputs: dict) -> dict[int, torch.Tensor]:
+    """The input of every layer's attention output projection (``[B, T, heads * head_dim]``)
+    in one forward pass of ``model`` on ``inputs``: the per-head outputs, read by plain hooks
+    (the oracle that capture's pooling is checked against)."""
+    sites = AttentionSites(model)
+    seen: dict[int, torch.Tensor] = {}
+    handles = [
+        site.out_proj.register_forward_hook(
+            lambda module, args, out, i=site.index: seen.__setitem__(i, args[0].detach())
+        )
+        for site in sites.layers
+    ]
+    try:
+        with torch.inference_mode():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
