@@ -18,6 +18,7 @@ the same line, not leave the others waiting at the next collective: :func:`agree
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ T = TypeVar("T")
 #: process a shard behind the others for a long time; a dead process is noticed by the
 #: launcher, which stops the rest.
 TIMEOUT = timedelta(hours=24)
+SHUTDOWN_WAIT = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,15 @@ def init_from_env() -> World:
 def _shutdown() -> None:
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    # Leave together: a rank that tears its gloo pairs down while another rank is still
+    # finishing its last collective makes that rank abort ("terminate called without an
+    # active exception", seen on a saturated machine). A rank that never arrives (it
+    # crashed) must not keep the others here: the wait is bounded and its failure ignored.
+    with contextlib.suppress(RuntimeError):
+        dist.monitored_barrier(timeout=SHUTDOWN_WAIT)
+    dist.destroy_process_group()
 
 
 def world() -> World:
