@@ -224,7 +224,6 @@ def explain_memory(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-# The lead adds capture_rss_ratio, two_process_identical and two_process_speedup here.
 def capture_scale(args: argparse.Namespace) -> dict[str, object]:
     command = [sys.executable, str(ROOT / "benchmarks" / "bench_capture_scale.py")]
     command += ["--quick"] if args.quick else []
