@@ -46,6 +46,16 @@ def protocol() -> dict:
     return {"criterion": DEFAULT_CRITERION, "alpha": PAPER_ALPHA, "chosen_on": None}
 
 
+def result_stem(concept: str, alphas: list[float], percents: list[float], chosen: float) -> str:
+    """The result file's name: the concept for the full grid, else the grid in the name
+    (``countries_a-1_p1_3``), so that a partial run adds to, and never replaces, others."""
+    if alphas == sorted({PAPER_ALPHA, chosen}) and percents == sorted(PERCENTS):
+        return concept
+    return (
+        f"{concept}_a{'_'.join(f'{a:g}' for a in alphas)}_p{'_'.join(f'{p:g}' for p in percents)}"
+    )
+
+
 def run_model(
     name: str,
     concepts: list[str],
@@ -68,10 +78,11 @@ def run_model(
     from headpursuit.models.architectures import AttentionSites
 
     chosen = protocol()
-    alphas = alphas or sorted({PAPER_ALPHA, float(chosen["alpha"])})
-    percents = percents or list(PERCENTS)
+    alphas = sorted(alphas or {PAPER_ALPHA, float(chosen["alpha"])})
+    percents = sorted(percents or PERCENTS)
     out_dir = RESULTS / name
-    todo = [c for c in concepts if not (out_dir / f"{c}.json").exists()]
+    stem = {c: result_stem(c, alphas, percents, float(chosen["alpha"])) for c in concepts}
+    todo = [c for c in concepts if not (out_dir / f"{stem[c]}.json").exists()]
     if not todo:
         print(f"{name}: every experiment exists in {out_dir}")
         return
@@ -109,10 +120,10 @@ def run_model(
             headline_when=lambda arm, k, alpha, mid=middle_k: (
                 arm == "selected" and k == mid and alpha == alphas[0]
             ),
-            output=out_dir / f"{concept}.json",
+            output=out_dir / f"{stem[concept]}.json",
             log=lambda text, c=concept: print(f"{name} {c}: {text}", flush=True),
         )
-        timings[concept] = {"rank_s": ranked, "experiment_s": time.perf_counter() - start}
+        timings[stem[concept]] = {"rank_s": ranked, "experiment_s": time.perf_counter() - start}
         timings["machine"] = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
         timings_path.write_text(json.dumps(timings, indent=1))
 
@@ -205,8 +216,8 @@ def render() -> str:
     ]
     verdict_rows = []
     for model_dir in sorted(p for p in RESULTS.iterdir() if p.is_dir()) if RESULTS.exists() else []:
-        files = sorted(model_dir.glob("*.json"))
-        results = [ExperimentResult.load(f) for f in files if f.name != "timings.json"]
+        files = sorted(f for f in model_dir.glob("*.json") if f.name != "timings.json")
+        results = [ExperimentResult.load(f) for f in files]
         if not results:
             continue
         timings = json.loads((model_dir / "timings.json").read_text())
@@ -229,10 +240,13 @@ def render() -> str:
                 + ": too weak there for tight intervals; the numbers are shown anyway."
             )
         lines.append("")
-        for result in results:
+        for path, result in zip(files, results, strict=True):
             rows = result.summary()
+            settings = result.settings()
             lines += [
-                f"### {model_dir.name} · {result.concept}",
+                f"### {model_dir.name} · {result.concept} · "
+                f"k ∈ {{{', '.join(str(k) for k in sorted({k for k, _ in settings}))}}}, "
+                f"α ∈ {{{', '.join(f'{a:g}' for a in sorted({a for _, a in settings}))}}}",
                 "",
                 "| k | α | arm | target | "
                 + " | ".join(f"{s.name} (non-target)" for s in result.sets if s.role != "target")
@@ -287,7 +301,7 @@ def render() -> str:
                 )
                 lines.append("")
             lines += _evr_comparison(result, rows)
-            spent = timings.get(result.concept, {})
+            spent = timings.get(path.stem, {})
             if spent:
                 lines.append(
                     f"Run time: ranking {spent['rank_s']:.0f} s (about 0 when read from the ranking "
