@@ -403,3 +403,20 @@ def test_demo_runs_the_whole_chain(tmp_path, fast_load):
         (3, DEFAULT_ALPHA)
     ]
     assert "p = " in result.stdout and "Verdict: " in result.stdout
+
+
+def test_every_command_that_loads_a_model_takes_dtype_device_and_device_map():
+    import inspect
+
+    loading_commands = []
+    for command in app.registered_commands:
+        source = inspect.getsource(command.callback)
+        name = command.name or command.callback.__name__
+        if re.search(r"\bload\(", source):  # cli.common.load: the one way commands load a model
+            loading_commands.append(name)
+            options = set(inspect.signature(command.callback).parameters)
+            assert {"dtype", "device", "device_map"} <= options, name
+    # the check above must have something to check: the chain's commands all load a model
+    assert {"capture", "rank", "explain", "steer", "qa", "classify", "demo"} <= set(
+        loading_commands
+    )

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from ..protocol import DEFAULT_ALPHA
-from .common import app, handle_errors, load
+from .common import (
+    DeviceMapOption,
+    DeviceOption,
+    Dtype,
+    DtypeOption,
+    app,
+    check_model_options,
+    handle_errors,
+    load,
+)
 
 
 @app.command()
@@ -28,6 +37,9 @@ def demo(
             "token-by-token decoding and stays fast on a busy shared machine; 0 = torch's default.",
         ),
     ] = 1,
+    dtype: DtypeOption = Dtype.float32,
+    device: DeviceOption = None,
+    device_map: DeviceMapOption = None,
 ) -> None:
     """Run the whole chain on the embedded SmolLM2-135M-Instruct and bundled prompts.
 
@@ -49,11 +61,12 @@ def demo(
     from ..report import write_report
     from ..steering.comparison import compare_generations
 
+    check_model_options(device, device_map)
     check_writable(out_dir / "report.html", what="demo folder")
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    loaded = load(None)
+    loaded = load(None, dtype, device, device_map)
     typer.echo(f"Model: {loaded.model_id} (loaded in {time.perf_counter() - start:.1f} s)")
     prompts = bundled_prompts("demo")
     acts = capture(loaded, prompts, chat=True, progress=False, batch_size=len(prompts))
