@@ -57,3 +57,31 @@ def test_cli_pipeline_on_a_real_model(name, tmp_path):
     run_file = json.loads(steering.read_text())
     assert run_file["alpha"] == -1.0 and len(run_file["heads"]) == 3
     assert run_file["examples"][0]["unmodified"].strip()  # the model answered something
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "gemma-3-270m"])
+def test_fast_somp_picks_the_textbook_atoms_on_the_real_full_vocabulary(name):
+    """The real unembeddings (151,936 × 896 and 262,144 × 640): the fast SOMP against the
+    float64 textbook loop of tests/oracle.py on heads spread over the layers."""
+    import torch
+
+    from headpursuit import AttentionSites, Head, capture, head_somp, load_model
+    from oracle import textbook_somp
+
+    loaded = load_model(name)
+    sites = AttentionSites(loaded.model)
+    acts = capture(loaded, PROMPTS * 4, chat=False, progress=False)
+    dictionary = sites.unembedding()
+    heads = [
+        Head(layer, layer % sites.n_heads) for layer in (0, sites.n_layers // 2, sites.n_layers - 1)
+    ]
+    result = head_somp(acts, sites, dictionary, 8, heads=heads)
+    for row, (layer, head) in enumerate(heads):
+        pooled = acts.pooled[:, layer, head].double()  # [n, head_dim]
+        signals = pooled @ sites.head_matrices(layer)[head].double().T  # [n, d_model]
+        support, evr, _ = textbook_somp(signals, dictionary, 8)
+        assert result.support[row].tolist() == support, (name, layer, head)
+        torch.testing.assert_close(
+            result.evr[row].double(), torch.tensor(evr, dtype=torch.float64), rtol=0, atol=1e-5
+        )
