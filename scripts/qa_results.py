@@ -125,6 +125,9 @@ def run_model(
         )
         timings[stem[concept]] = {"rank_s": ranked, "experiment_s": time.perf_counter() - start}
         timings["machine"] = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+        # Another run of the same model may have written its own entries meanwhile.
+        on_disk = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+        timings = {**on_disk, **timings}
         timings_path.write_text(json.dumps(timings, indent=1))
 
 
@@ -301,6 +304,13 @@ def render() -> str:
                 )
                 lines.append("")
             lines += _evr_comparison(result, rows)
+            grid = [f"--alphas={','.join(f'{a:g}' for a in result.config['alphas'])}"]
+            grid.append(f"--percents={','.join(f'{p:g}' for p in result.config['percents'])}")
+            lines += [
+                "Command: `OMP_NUM_THREADS=1 python scripts/qa_results.py --model "
+                f"{model_dir.name} --concept {result.concept} {' '.join(grid)}`.",
+                "",
+            ]
             spent = timings.get(path.stem, {})
             if spent:
                 lines.append(
