@@ -40,6 +40,13 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    # A test run started in the background by a non-interactive shell (`make test &`, a CI
+    # runner) inherits SIGINT ignored, and Python then leaves it ignored in the child, as
+    # it should for a background job. The child plays a foreground command that gets Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, *args],
@@ -47,6 +54,7 @@ def start(*args: str, **env: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
