@@ -328,11 +328,22 @@ def render() -> str:
         specific = sorted({c for c, v in mine if v["specific"]})
         run = sorted({c for c, _ in mine})
         passing += len(specific) >= 2
+        paper = [(c, v) for m, c, v in verdict_rows if m == model and v["alpha"] == PAPER_ALPHA]
+        paper_specific = sorted({c for c, v in paper if v["specific"]})
+        paper_note = (
+            f" With the paper's α = {PAPER_ALPHA:g} (concepts run: "
+            f"{', '.join(sorted({c for c, _ in paper}))}): "
+            + (", ".join(paper_specific) if paper_specific else "no concept")
+            + "."
+            if paper and default_alpha != PAPER_ALPHA
+            else ""
+        )
         summary.append(
             f"* **{model}** (default protocol, α = {default_alpha:g}; concepts run: "
             f"{', '.join(run) or 'none'}): specific at some k ≤ 3 % for "
             + (", ".join(specific) if specific else "no concept")
             + "."
+            + paper_note
         )
     summary += [
         "",
