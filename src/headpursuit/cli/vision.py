@@ -44,16 +44,6 @@ SelectOpt = Annotated[int, typer.Option(min=2, help="Images used to select heads
 EvalOpt = Annotated[int, typer.Option(min=1, help="Held-out images to evaluate on.")]
 PositionsOpt = Annotated[str, typer.Option(help="Scale the heads at all, image or text positions.")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
-#: The testbed's datasets (``headpursuit.evaluation.vision.data.DATASETS``), for the help.
-BUNDLED = (
-    "digits",
-    "svhn_like",
-    "fashion",
-    "gtsrb_like",
-    "dtd_like",
-    "eurosat_like",
-    "resisc_like",
-)
 
 
 def _check_common(positions: str) -> None:

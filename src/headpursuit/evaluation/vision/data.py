@@ -368,7 +368,10 @@ DATASETS: dict[str, ImageDataset] = {
         ),
     )
 }
-SIMILAR_PAIRS = [("digits", "svhn_like"), ("eurosat_like", "resisc_like")]
+#: The similar-task pairs, each once (from the registry's ``similar_to``).
+SIMILAR_PAIRS = [
+    (d.name, d.similar_to) for d in DATASETS.values() if d.similar_to and d.name < d.similar_to
+]
 
 
 def get_dataset(name: str) -> ImageDataset:
