@@ -166,18 +166,6 @@ def _evr_comparison(result, rows: list[dict]) -> list[str]:
     ]
 
 
-VLM_BEGIN, VLM_END = "<!-- vlm-results:begin -->", "<!-- vlm-results:end -->"
-
-
-def vlm_block() -> str:
-    """The VLM section that scripts/vlm_experiments.py wrote into the document, kept as is."""
-    text = DOC.read_text() if DOC.exists() else ""
-    if VLM_BEGIN not in text or VLM_END not in text:
-        return ""
-    start, end = text.index(VLM_BEGIN), text.index(VLM_END) + len(VLM_END)
-    return "\n" + text[start:end] + "\n"
-
-
 def render() -> str:
     """docs/results.md from every saved experiment."""
     from headpursuit.evaluation.experiment import ExperimentResult
@@ -393,7 +381,11 @@ def main() -> None:
                 [float(a) for a in args.alphas.split(",")] if args.alphas else None,
                 [float(p) for p in args.percents.split(",")] if args.percents else None,
             )
-    DOC.write_text(render() + vlm_block())
+    from vlm_experiments import current_block
+
+    # The VLM block that scripts/vlm_experiments.py --render wrote stays as it is.
+    block = current_block(DOC)
+    DOC.write_text(render() + (f"\n{block}\n" if block else ""))
     print(f"Wrote {DOC}")
 
 

@@ -465,6 +465,14 @@ def render(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def current_block(target: Path = RESULTS_MD) -> str:
+    """The VLM block of ``target``, markers included ('' when it has none)."""
+    text = target.read_text() if target.is_file() else ""
+    if BEGIN not in text or END not in text:
+        return ""
+    return BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END
+
+
 def write_block(markdown: str, target: Path = RESULTS_MD) -> None:
     """Replace the text between the VLM markers of ``target`` (added at its end if absent)."""
     text = target.read_text() if target.is_file() else ""
