@@ -260,22 +260,19 @@ def render() -> str:
                         f"{_p(target['p'])} | {_p(min(r['p'] for r in others))} |"
                     )
             lines.append("")
-            distinct = {
-                (k, alpha): len(
-                    {
-                        tuple(sorted(map(str, a.heads)))
-                        for a in result.arms
-                        if a.arm == "control" and (a.k, a.alpha) == (k, alpha)
-                    }
-                )
-                for k, alpha in result.settings()
-            }
-            few = {key: n for key, n in distinct.items() if n < 20}
+            drawn: dict[tuple, list[tuple[str, ...]]] = {}
+            for a in result.arms:
+                if a.arm == "control":
+                    drawn.setdefault((a.k, a.alpha), []).append(tuple(sorted(map(str, a.heads))))
+            few = {key: sets for key, sets in drawn.items() if len(set(sets)) < len(sets)}
             if few:
                 lines += [
-                    "Fewer than 20 *distinct* control sets (the layers of the selected heads "
+                    "Fewer *distinct* control sets than draws (the layers of the selected heads "
                     "have few other heads, so seeded draws repeat): "
-                    + "; ".join(f"k={k} α={a:g}: {n}" for (k, a), n in few.items())
+                    + "; ".join(
+                        f"k={k} α={a:g}: {len(set(sets))} of {len(sets)}"
+                        for (k, a), sets in few.items()
+                    )
                     + ". Their p-values rest on that many alternatives only.",
                     "",
                 ]
