@@ -444,6 +444,107 @@ def _heldout_section(out: Path) -> list[str]:
     return lines
 
 
+#: The bar of the testbed: the selected heads cut accuracy to at most this share of baseline
+#: while at least CONTROL_SHARE of the control sets keep at least CONTROL_KEEP of it, ...
+CUT, CONTROL_KEEP, CONTROL_SHARE = 0.5, 0.8, 0.95
+#: ... and suppressing colours leaves at most this many of them, with this non-colour CIDEr.
+COLOUR_CUT, RETENTION = 0.3, 0.8
+
+
+def classify_bar(result: ExperimentResult) -> list[dict[str, Any]]:
+    """Per (k, α) of one classify artifact: the selected heads' normalised accuracy, the share
+    of control sets keeping at least ``CONTROL_KEEP`` of it, and whether both halves of the
+    bar hold."""
+    rows = []
+    selected = {
+        (r["k"], r["alpha"]): r
+        for r in result.summary()
+        if r["arm"] == "selected" and r["role"] == "target"
+    }
+    for (k, alpha), row in selected.items():
+        controls = result.control_values(k, alpha, result.concept)
+        kept = sum(v >= CONTROL_KEEP for v in controls) / len(controls) if controls else math.nan
+        rows.append(
+            {
+                "k": k,
+                "alpha": alpha,
+                "selected": row["value"],
+                "controls_kept": kept,
+                "n_controls": len(controls),
+                "met": row["value"] <= CUT and kept >= CONTROL_SHARE,
+            }
+        )
+    return rows
+
+
+def _bar_section(out: Path) -> list[str]:
+    """Whether the testbed's bar is met, from the artifacts that exist."""
+    lines = [
+        "### The bar",
+        "",
+        f"Classification: the selected heads cut accuracy to ≤ {CUT} of the unmodified model "
+        f"while ≥ {CONTROL_SHARE:.0%} of the control sets keep ≥ {CONTROL_KEEP} of it, on at "
+        f"least 3 datasets. Captions: colour words ≤ {COLOUR_CUT} of baseline with a "
+        f"non-colour CIDEr retention ≥ {RETENTION}. Jaccard: similar-task pairs overlap more "
+        "than dissimilar ones, beyond the random-set null.",
+        "",
+    ]
+    passing = []
+    for path in sorted(out.glob("classify_*.json")):
+        result = ExperimentResult.load(path)
+        rows = classify_bar(result)
+        met = [r for r in rows if r["met"]]
+        detail = "; ".join(
+            f"k={r['k']}: {_num(r['selected'])}, controls ≥ {CONTROL_KEEP}: "
+            f"{_num(r['controls_kept'] * 100, 0)} % of {r['n_controls']}"
+            for r in rows
+        )
+        if met:
+            passing.append(result.concept)
+        lines.append(f"- {result.concept}: {'met' if met else 'not met'} ({detail})")
+    if passing:
+        lines.append(
+            f"- classification bar {'met' if len(passing) >= 3 else 'not met'}: "
+            f"{len(passing)} dataset(s) ({', '.join(passing)})"
+        )
+    path = out / "caption_suppress.json"
+    if path.is_file():
+        result = ExperimentResult.load(path)
+        rest = {
+            (r["k"], r["alpha"]): r["value"]
+            for r in result.summary("cider_non_concept")
+            if r["arm"] == "selected"
+        }
+        for row in result.summary("concept_words"):
+            if row["arm"] != "selected":
+                continue
+            kept = rest.get((row["k"], row["alpha"]), math.nan)
+            met = row["value"] <= COLOUR_CUT and kept >= RETENTION
+            lines.append(
+                f"- caption suppression k={row['k']}: colour words {_num(row['value'])}, "
+                f"non-colour CIDEr retention {_num(kept)}: {'met' if met else 'not met'}"
+            )
+    path = out / "jaccard.json"
+    if path.is_file():
+        rows = json.loads(path.read_text())["rows"]
+        for k in sorted({r["k"] for r in rows}):
+            similar = [r for r in rows if r["k"] == k and r["similar"]]
+            other = [r for r in rows if r["k"] == k and not r["similar"]]
+            if not similar or not other:
+                continue
+            mean_similar = sum(r["jaccard"] for r in similar) / len(similar)
+            mean_other = sum(r["jaccard"] for r in other) / len(other)
+            beyond = all(r["p"] < 0.05 for r in similar)
+            met = mean_similar > mean_other and beyond
+            lines.append(
+                f"- Jaccard k={k}: similar pairs {mean_similar:.2f} (p "
+                + ", ".join(_p(r["p"]) for r in similar)
+                + f") vs other pairs {mean_other:.2f}, null {similar[0]['null_mean']:.2f}: "
+                + ("met" if met else "not met")
+            )
+    return lines if len(lines) > 4 else []
+
+
 def render(out: Path) -> str:
     """The markdown of the VLM results block from the artifacts in ``out`` (what is there)."""
     recorded = out / "command.json"
@@ -458,7 +559,8 @@ def render(out: Path) -> str:
         "Model: `tiny-vlm` (docs/vlm.md); numbers from the artifacts of",
         f"`{command}`, this block written by the same command with `--render`.",
     ]
-    for section in (_heldout_section, _classify_section, _caption_section, _jaccard_section):
+    sections = (_heldout_section, _bar_section, _classify_section, _caption_section)
+    for section in (*sections, _jaccard_section):
         part = section(out)
         if part:
             lines += ["", *part]

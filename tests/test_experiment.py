@@ -133,3 +133,34 @@ def test_verdicts_without_a_nontarget_set_test_significance_only():
     weak.sets = weak.sets[:1]
     verdict = weak.verdicts()[0]
     assert not verdict["significant"] and verdict["specific"] is None
+
+
+def test_control_values_are_the_controls_normalised_accuracies():
+    result = _planted(nontarget_selected=0.9)
+    values = result.control_values(2, -1.0, "target")
+    assert values == pytest.approx([0.8 + 0.01 * s for s in range(20)])
+    assert result.control_values(3, -1.0, "target") == []  # no arm at k = 3
+
+
+def _vlm_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "vlm_experiments.py"
+    spec = importlib.util.spec_from_file_location("vlm_experiments", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_classify_bar_counts_the_controls_that_keep_accuracy():
+    script = _vlm_script()
+    result = _planted(nontarget_selected=0.9)
+    (row,) = script.classify_bar(result)
+    assert row["selected"] == pytest.approx(0.3)
+    assert row["controls_kept"] == 1.0 and row["met"]
+    # Two of the 20 control sets fall below 0.8: 90 % keep it, short of 95 %.
+    for arm in [a for a in result.arms if a.arm == "control"][:2]:
+        arm.means["target"]["correct"] = 0.7
+    (row,) = script.classify_bar(result)
+    assert row["controls_kept"] == pytest.approx(18 / 20) and not row["met"]

@@ -138,6 +138,19 @@ class ExperimentResult(JsonArtifact):
         value = arm.means[set_name].get(metric, math.nan)
         return value / base if base else math.nan
 
+    def control_values(
+        self, k: int, alpha: float, set_name: str, metric: str | None = None
+    ) -> list[float]:
+        """The normalised metric of every control set evaluated at (k, α) on one set."""
+        metric = metric or self.primary
+        return [
+            self.normalised(a, set_name, metric)
+            for a in self.arms
+            if (a.k, a.alpha) == (k, alpha)
+            and a.arm == "control"
+            and metric in a.means.get(set_name, {})
+        ]
+
     def summary(self, metric: str | None = None) -> list[dict[str, Any]]:
         """One row per (k, α, arm other than control, set): effect, CI, controls, p-value.
 
@@ -157,11 +170,7 @@ class ExperimentResult(JsonArtifact):
                 continue
             for k, alpha in self.settings():
                 arms = [a for a in self.arms if (a.k, a.alpha) == (k, alpha)]
-                controls = [
-                    self.normalised(a, set_.name, metric)
-                    for a in arms
-                    if a.arm == "control" and metric in a.means[set_.name]
-                ]
+                controls = self.control_values(k, alpha, set_.name, metric)
                 for arm in arms:
                     if arm.arm == "control" or metric not in arm.items.get(set_.name, {}):
                         continue
