@@ -1,7 +1,7 @@
 """Run the VLM experiments of docs/vlm.md on the tiny VLM, and render them into docs/results.md.
 
-    nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out benchmarks/vlm_out
-    .venv/bin/python scripts/vlm_experiments.py --out benchmarks/vlm_out --render
+    nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out results/vlm
+    .venv/bin/python scripts/vlm_experiments.py --out results/vlm --render
 
 Every dataset of the testbed (``headpursuit.evaluation.vision.data.DATASETS``) selects its
 heads on ``--n-select`` images of its "select" split and is evaluated on ``--n-test`` images
@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> None:
     comparisons = [c for c in args.compare.split(",") if c]
     criteria = list(dict.fromkeys([criterion, *comparisons]))
     percents = [float(p) for p in args.percents.split(",")]
+    caption_percents = [float(p) for p in (args.caption_percents or args.percents).split(",")]
     chosen = list(data.DATASETS) if args.datasets == "all" else args.datasets.split(",")
     for name in chosen:
         data.get_dataset(name)  # an unknown name fails here, before the model loads
@@ -211,7 +212,7 @@ def run(args: argparse.Namespace) -> None:
                 alphas=[alpha],
                 max_new_tokens=args.caption_tokens,
                 output=args.out / f"caption_{label}.json",
-                **common,
+                **{**common, "percents": caption_percents},
             )
             print("caption", label, elapsed(), flush=True)
     if "jaccard" in only:
@@ -589,7 +590,7 @@ def write_block(markdown: str, target: Path = RESULTS_MD) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "vlm_out")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "vlm")
     parser.add_argument("--weights", type=Path, default=None, help="default: the shipped VLM")
     parser.add_argument("--datasets", default="all", help="comma-separated registry names")
     parser.add_argument("--n-select", type=int, default=40, help="selection images per set")
@@ -598,6 +599,11 @@ def main() -> None:
     parser.add_argument("--n-heldout", type=int, default=300, help="images per held-out score")
     parser.add_argument("--controls", type=int, default=20, help="matched control sets")
     parser.add_argument("--percents", default="1,2,3", help="k as %% of all heads")
+    parser.add_argument(
+        "--caption-percents",
+        default=None,
+        help="k as %% of all heads for the caption experiments (default: --percents)",
+    )
     parser.add_argument("--criterion", default=None, help="default: the library's")
     parser.add_argument("--compare", default="evr,logit_lens")
     parser.add_argument(
