@@ -49,6 +49,7 @@ RESULTS_MD = ROOT / "docs" / "results.md"
 CAPTIONS = {"suppress": -1.0, "amplify": 5.0}
 COLOURS = "colours"
 N_NULL_DRAWS = 10_000
+N_EXAMPLES = 4
 
 #: The paper's VLM findings (LLaVA-NeXT-7B, 32 × 32 = 1,024 heads), as its text states them.
 PAPER_CLASSIFY = {
@@ -332,10 +333,10 @@ def _classify_section(out: Path) -> list[str]:
     return lines
 
 
-def _selected_ci(rows: list[dict[str, Any]], like: dict[str, Any]) -> str:
-    """The CI text of the selected arm's row at the (k, α) of ``like``."""
+def _arm_ci(rows: list[dict[str, Any]], like: dict[str, Any]) -> str:
+    """The CI text of the row of the same arm at the (k, α) of ``like``."""
     for row in rows:
-        if (row["k"], row["alpha"], row["arm"]) == (like["k"], like["alpha"], "selected"):
+        if (row["k"], row["alpha"], row["arm"]) == (like["k"], like["alpha"], like["arm"]):
             return _ci(row)
     return "–"
 
@@ -356,21 +357,22 @@ def _caption_section(out: Path) -> list[str]:
         "words (p: share of control sets with at least as large an effect in the expected "
         "direction).",
         "",
-        "| intervention | k | colour words [95% CI] | controls mean (p5–p95, n) | p | CIDEr "
-        "retention [95% CI] | non-colour CIDEr retention [95% CI] | paper, LLaVA-NeXT-7B |",
-        "|---|---|---|---|---|---|---|---|",
+        "| intervention | k | heads | colour words [95% CI] | controls mean (p5–p95, n) | p "
+        "| CIDEr retention [95% CI] | non-colour CIDEr retention [95% CI] | paper, "
+        "LLaVA-NeXT-7B |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, path in found:
         result = ExperimentResult.load(path)
         summaries = {m: result.summary(m) for m in ("concept_words", "cider", "cider_non_concept")}
         for row in summaries["concept_words"]:
-            if row["arm"] != "selected":
-                continue
-
+            selected = row["arm"] == "selected"
             lines.append(
-                f"| {label} (α = {row['alpha']:g}) | {row['k']} | {_ci(row)} | "
-                f"{_controls(row)} | {_p(row['p'])} | {_selected_ci(summaries['cider'], row)} | "
-                f"{_selected_ci(summaries['cider_non_concept'], row)} | {PAPER_CAPTION[label]} |"
+                f"| {label} (α = {row['alpha']:g}) | {row['k']} | {row['arm']} | {_ci(row)} | "
+                f"{_controls(row) if selected else '–'} | {_p(row['p'])} | "
+                f"{_arm_ci(summaries['cider'], row)} | "
+                f"{_arm_ci(summaries['cider_non_concept'], row)} | "
+                f"{PAPER_CAPTION[label] if selected else ''} |"
             )
     config = ExperimentResult.load(found[0][1]).config
     lines += [
@@ -378,7 +380,21 @@ def _caption_section(out: Path) -> list[str]:
         f"{config.get('n_items')} held-out shape scenes, heads selected on "
         f"{config.get('n_select')} 'select' scenes for the colour words "
         f"({', '.join(config.get('words', []))}).",
+        "",
+        f"Captions of the first {N_EXAMPLES} held-out scenes under each ranking's heads "
+        "(`config.texts` of the artifacts):",
+        "",
+        "| heads | " + " | ".join(f"scene {i + 1}" for i in range(N_EXAMPLES)) + " |",
+        "|---|" + "---|" * N_EXAMPLES,
     ]
+    seen = set()
+    for _, path in found:
+        for arm, texts in ExperimentResult.load(path).config.get("texts", {}).items():
+            if arm in seen:
+                continue
+            seen.add(arm)
+            cells = [f"“{t.strip()}”" for t in texts["shapes"][:N_EXAMPLES]]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines
 
 
