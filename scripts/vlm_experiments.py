@@ -1,7 +1,7 @@
 """Run the VLM experiments of docs/vlm.md on the tiny VLM, and render them into docs/results.md.
 
-    nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out results/vlm
-    .venv/bin/python scripts/vlm_experiments.py --out results/vlm --render
+    nice -n 10 .venv/bin/python scripts/vlm_experiments.py
+    .venv/bin/python scripts/vlm_experiments.py --render
 
 Every dataset of the testbed (``headpursuit.evaluation.vision.data.DATASETS``) selects its
 heads on ``--n-select`` images of its "select" split and is evaluated on ``--n-test`` images
@@ -14,8 +14,10 @@ of its "test" split. Writes to ``--out``:
   all heads, against ``--controls`` matched random control sets, the comparison rankings'
   top-k and the unmodified model; ``--nontarget`` picks the other datasets evaluated under
   the same interventions (``similar``: the similar-task partner of ``data.SIMILAR_PAIRS``);
-- ``caption_suppress.json`` (α = −1), ``caption_amplify.json`` (α = 5): colour words per
-  caption, CIDEr-D, and CIDEr-D of the non-colour part of the caption (``cider_non_concept``);
+- ``caption_suppress.json`` (α = −1), ``caption_ablate.json`` (α = 0),
+  ``caption_amplify.json`` (α = 5), at k = ``--caption-percents`` % of all heads: colour
+  words per caption, CIDEr-D, and CIDEr-D of the non-colour part of the caption
+  (``cider_non_concept``);
 - ``jaccard.json``: the Jaccard overlap of the selected top-k heads for every pair of sets,
   with the null of ``headpursuit.ranking.controls.random_jaccard`` (two random head sets of
   the same sizes): its mean and the p-value of the observed overlap.
@@ -46,7 +48,9 @@ from headpursuit.ranking.head_ranking import HeadRanking  # noqa: E402
 
 BEGIN, END = "<!-- vlm-results:begin -->", "<!-- vlm-results:end -->"
 RESULTS_MD = ROOT / "docs" / "results.md"
-CAPTIONS = {"suppress": -1.0, "amplify": 5.0}
+#: The caption experiments: the paper's suppression and amplification, and the ablation
+#: (α = 0) that the language protocol chose on its dev split.
+CAPTIONS = {"suppress": -1.0, "ablate": 0.0, "amplify": 5.0}
 COLOURS = "colours"
 N_NULL_DRAWS = 10_000
 N_EXAMPLES = 4
@@ -63,6 +67,7 @@ PAPER_CLASSIFY = {
 }
 PAPER_CAPTION = {
     "suppress": "colour words near zero, CIDEr retained > 80 % (16 heads, Flickr30k)",
+    "ablate": "not in the paper",
     "amplify": "colour words +60 % or more, CIDEr retained > 80 % (16 heads, Flickr30k)",
 }
 
@@ -121,11 +126,16 @@ def run(args: argparse.Namespace) -> None:
     comparisons = [c for c in args.compare.split(",") if c]
     criteria = list(dict.fromkeys([criterion, *comparisons]))
     percents = [float(p) for p in args.percents.split(",")]
-    caption_percents = [float(p) for p in (args.caption_percents or args.percents).split(",")]
+    caption_percents = [float(p) for p in args.caption_percents.split(",")]
     chosen = list(data.DATASETS) if args.datasets == "all" else args.datasets.split(",")
     for name in chosen:
         data.get_dataset(name)  # an unknown name fails here, before the model loads
     only = set(args.only.split(","))
+    unknown = set(args.captions.split(",")) - set(CAPTIONS)
+    if unknown:
+        raise SystemExit(
+            f"Unknown caption experiment(s) {sorted(unknown)}; choose from {', '.join(CAPTIONS)}."
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["scripts/vlm_experiments.py", *sys.argv[1:]])
     (args.out / "command.json").write_text(json.dumps({"command": command}))
@@ -202,7 +212,8 @@ def run(args: argparse.Namespace) -> None:
         )
     if "caption" in only:
         evaluate = data.shapes("test", args.n_caption)
-        for label, alpha in CAPTIONS.items():
+        for label in args.captions.split(","):
+            alpha = CAPTIONS[label]
             run_caption(
                 loaded,
                 select,
@@ -610,23 +621,28 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None, help="default: the shipped VLM")
     parser.add_argument("--datasets", default="all", help="comma-separated registry names")
     parser.add_argument("--n-select", type=int, default=40, help="selection images per set")
-    parser.add_argument("--n-test", type=int, default=150, help="evaluation images per dataset")
-    parser.add_argument("--n-caption", type=int, default=100, help="evaluation scenes")
+    parser.add_argument("--n-test", type=int, default=100, help="evaluation images per dataset")
+    parser.add_argument("--n-caption", type=int, default=60, help="evaluation scenes")
     parser.add_argument("--n-heldout", type=int, default=300, help="images per held-out score")
     parser.add_argument("--controls", type=int, default=20, help="matched control sets")
     parser.add_argument("--percents", default="1,2,3", help="k as %% of all heads")
     parser.add_argument(
         "--caption-percents",
-        default=None,
-        help="k as %% of all heads for the caption experiments (default: --percents)",
+        default="1,3",
+        help="k as %% of all heads for the caption experiments",
     )
     parser.add_argument("--criterion", default=None, help="default: the library's")
     parser.add_argument("--compare", default="evr,logit_lens")
     parser.add_argument(
         "--nontarget",
         choices=["similar", "all", "none"],
-        default="similar",
-        help="other datasets evaluated in each classify run (all: 7× the cost)",
+        default="none",
+        help="other datasets evaluated in each classify run (similar: 2× the cost, all: 7×)",
+    )
+    parser.add_argument(
+        "--captions",
+        default=",".join(CAPTIONS),
+        help=f"caption experiments to run, any of {', '.join(CAPTIONS)}",
     )
     parser.add_argument("--caption-tokens", type=int, default=14)
     parser.add_argument("--batch-size", type=int, default=32)
