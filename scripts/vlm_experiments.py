@@ -260,6 +260,12 @@ def write_jaccard(out: Path, rankings: dict[str, HeadRanking], percents: list[fl
 # ---------------------------------------------------------------- rendering -------------
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository when it is inside it."""
+    full = path.resolve()
+    return full.relative_to(ROOT) if full.is_relative_to(ROOT) else path
+
+
 def _num(value: float, digits: int = 2) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
@@ -334,7 +340,7 @@ def _classify_section(out: Path) -> list[str]:
         "",
         f"Head selection on {config.get('n_select')} 'select' images per dataset; "
         "evaluation on the 'test' images counted in the artifacts "
-        f"(`{out.name}/classify_<dataset>.json`). The paper flipped 16 and 32 of LLaVA-NeXT-7B's "
+        f"(`{_shown(out)}/classify_<dataset>.json`). The paper flipped 16 and 32 of LLaVA-NeXT-7B's "
         "1,024 heads (1.6 % and 3.1 %); random heads there had little to no effect.",
     ]
     if verdicts:
@@ -358,7 +364,7 @@ def _caption_section(out: Path) -> list[str]:
     if not found:
         return []
     lines = [
-        "### Captions: colour heads suppressed (α = −1) and amplified (α = 5)",
+        "### Captions: colour heads suppressed (α = −1), ablated (α = 0) and amplified (α = 5)",
         "",
         "Per metric: value with the heads scaled / value of the unmodified model "
         "(95 % CI). Colour words: colour words per caption. CIDEr retention: CIDEr-D of the "
@@ -579,8 +585,7 @@ def render(out: Path) -> str:
     if recorded.is_file():
         command = "nice -n 10 .venv/bin/python " + json.loads(recorded.read_text())["command"]
     else:
-        where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
-        command = f"nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out {where}"
+        command = f"nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out {_shown(out)}"
     lines = [
         "## Vision-language model: the tiny VLM",
         "",
