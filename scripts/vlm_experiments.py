@@ -513,7 +513,7 @@ def classify_bar(result: ExperimentResult) -> list[dict[str, Any]]:
 
 def _bar_section(out: Path) -> list[str]:
     """Whether the testbed's bar is met, from the artifacts that exist."""
-    lines = [
+    header = [
         "### The bar",
         "",
         f"Classification: the selected heads cut accuracy to ≤ {CUT} of the unmodified model "
@@ -523,6 +523,7 @@ def _bar_section(out: Path) -> list[str]:
         "than dissimilar ones, beyond the random-set null.",
         "",
     ]
+    lines: list[str] = []
     passing = []
     for path in sorted(out.glob("classify_*.json")):
         result = ExperimentResult.load(path)
@@ -576,7 +577,7 @@ def _bar_section(out: Path) -> list[str]:
                 + f") vs other pairs {mean_other:.2f}, null {similar[0]['null_mean']:.2f}: "
                 + ("met" if met else "not met")
             )
-    return lines if len(lines) > 4 else []
+    return [*header, *lines] if lines else []
 
 
 def render(out: Path) -> str:
