@@ -1,7 +1,10 @@
 """Choose the QA protocol (ranking criterion and α) on the dev split only.
 
-    python scripts/choose_protocol.py                        # the embedded SmolLM2
-    python scripts/choose_protocol.py --model qwen2.5-0.5b --model gemma-3-270m
+    python scripts/choose_protocol.py --model smollm2-135m --model qwen2.5-0.5b --model gemma-3-270m
+
+Each model's dev margins are kept in ``results/protocol_dev/<model>.json`` and read back on
+the next run (``--rerun`` recomputes them), so the models can be run as separate processes
+(``--rows-only``: compute one model's margins without choosing) and pooled afterwards.
 
 For every model, concept, criterion (evr, specificity, logit_lens) and α (−1: flip,
 0: ablate) it flips or ablates the top 2 % of heads ranked on the dev questions and
@@ -27,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "protocol.json"
+ROWS = ROOT / "results" / "protocol_dev"
 DOC = ROOT / "docs" / "protocol.md"
 CRITERIA = ("specificity", "evr", "logit_lens")
 ALPHAS = (-1.0, 0.0)
@@ -48,7 +52,11 @@ def margins(result) -> dict[tuple[str, float], float]:
     return out
 
 
-def run(models: list[str]) -> dict:
+def model_rows(name: str) -> dict:
+    """One model's dev margins: ``{"model", "rows", "seconds", "machine"}``."""
+    import platform
+
+    import torch
     from qa_common import dev_rankings
 
     from headpursuit import load_model
@@ -58,47 +66,64 @@ def run(models: list[str]) -> dict:
     from headpursuit.models.architectures import AttentionSites
 
     rows = []
-    for name in models:
-        start = time.perf_counter()
-        loaded = load_model(name)
-        sites = AttentionSites(loaded.model)
-        k = heads_for_percent(PERCENT, sites.n_layers * sites.n_heads)
-        sets = {c: known_facts(loaded, c, "dev") for c in facts.CONCEPTS}
-        for concept in facts.CONCEPTS:
-            rankings = dev_rankings(loaded, name, concept, list(CRITERIA))
-            for criterion in CRITERIA:
-                result = run_qa(
-                    loaded,
-                    concept,
-                    sets=sets,
-                    rankings=rankings,
-                    criterion=criterion,
-                    comparisons=(),
-                    ks=[k],
-                    alphas=ALPHAS,
-                    n_controls=N_CONTROLS,
-                    split="dev",
-                    headline=False,
-                    log=lambda text, c=concept, r=criterion: print(
-                        f"  {c} {r}: {text}", flush=True
-                    ),
+    start = time.perf_counter()
+    loaded = load_model(name)
+    sites = AttentionSites(loaded.model)
+    k = heads_for_percent(PERCENT, sites.n_layers * sites.n_heads)
+    sets = {c: known_facts(loaded, c, "dev") for c in facts.CONCEPTS}
+    for concept in facts.CONCEPTS:
+        rankings = dev_rankings(loaded, name, concept, list(CRITERIA))
+        for criterion in CRITERIA:
+            result = run_qa(
+                loaded,
+                concept,
+                sets=sets,
+                rankings=rankings,
+                criterion=criterion,
+                comparisons=(),
+                ks=[k],
+                alphas=ALPHAS,
+                n_controls=N_CONTROLS,
+                split="dev",
+                headline=False,
+                log=lambda text, c=concept, r=criterion: print(f"  {c} {r}: {text}", flush=True),
+            )
+            for (crit, alpha), margin in margins(result).items():
+                rows.append(
+                    {
+                        "model": name,
+                        "concept": concept,
+                        "criterion": crit,
+                        "alpha": alpha,
+                        "k": k,
+                        "margin": margin,
+                        "n_items": {c: len(s.facts) for c, s in sets.items()},
+                    }
                 )
-                for (crit, alpha), margin in margins(result).items():
-                    rows.append(
-                        {
-                            "model": name,
-                            "concept": concept,
-                            "criterion": crit,
-                            "alpha": alpha,
-                            "k": k,
-                            "margin": margin,
-                            "n_items": {c: len(s.facts) for c, s in sets.items()},
-                        }
-                    )
-                    print(
-                        f"{name} {concept} {crit} alpha={alpha:g}: margin {margin:+.3f}", flush=True
-                    )
-        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+                print(f"{name} {concept} {crit} alpha={alpha:g}: margin {margin:+.3f}", flush=True)
+    seconds = time.perf_counter() - start
+    print(f"{name}: {seconds:.0f} s", flush=True)
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+    return {"model": name, "rows": rows, "seconds": seconds, "machine": machine}
+
+
+def cached_rows(name: str, rerun: bool) -> dict:
+    """``model_rows(name)``, read from ``results/protocol_dev`` unless absent or ``rerun``."""
+    path = ROWS / f"{name}.json"
+    if path.exists() and not rerun:
+        print(f"{name}: dev margins read from {path}", flush=True)
+        return json.loads(path.read_text())
+    done = model_rows(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(done, indent=1))
+    partial.replace(path)
+    return done
+
+
+def choose(per_model: list[dict]) -> dict:
+    """The (criterion, α) with the largest mean margin over every model and concept."""
+    rows = [row for done in per_model for row in done["rows"]]
     means = {}
     for criterion in CRITERIA:
         for alpha in ALPHAS:
@@ -112,7 +137,9 @@ def run(models: list[str]) -> dict:
         "criterion": criterion,
         "alpha": float(alpha),
         "chosen_on": "dev",
-        "models": models,
+        "models": [done["model"] for done in per_model],
+        "seconds": {done["model"]: round(done["seconds"]) for done in per_model},
+        "machine": {done["model"]: done["machine"] for done in per_model},
         "percent": PERCENT,
         "n_controls": N_CONTROLS,
         "mean_margin": means,
@@ -158,8 +185,19 @@ def render(chosen: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help="default: smollm2-135m")
+    parser.add_argument(
+        "--rerun", action="store_true", help="recompute margins already in results/protocol_dev"
+    )
+    parser.add_argument(
+        "--rows-only",
+        action="store_true",
+        help="compute the models' dev margins but choose nothing (for parallel runs)",
+    )
     args = parser.parse_args()
-    chosen = run(args.model or ["smollm2-135m"])
+    per_model = [cached_rows(name, args.rerun) for name in args.model or ["smollm2-135m"]]
+    if args.rows_only:
+        return
+    chosen = choose(per_model)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(chosen, indent=1))
     DOC.write_text(render(chosen))

@@ -51,6 +51,8 @@ RESULTS_MD = ROOT / "docs" / "results.md"
 #: The caption experiments: the paper's suppression and amplification, and the ablation
 #: (α = 0) that the language protocol chose on its dev split.
 CAPTIONS = {"suppress": -1.0, "ablate": 0.0, "amplify": 5.0}
+#: The parts of a run (`--only`), in the order they run.
+PARTS = ("heldout", "classify", "caption", "jaccard")
 COLOURS = "colours"
 N_NULL_DRAWS = 10_000
 N_EXAMPLES = 4
@@ -131,11 +133,6 @@ def run(args: argparse.Namespace) -> None:
     for name in chosen:
         data.get_dataset(name)  # an unknown name fails here, before the model loads
     only = set(args.only.split(","))
-    unknown = set(args.captions.split(",")) - set(CAPTIONS)
-    if unknown:
-        raise SystemExit(
-            f"Unknown caption experiment(s) {sorted(unknown)}; choose from {', '.join(CAPTIONS)}."
-        )
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["scripts/vlm_experiments.py", *sys.argv[1:]])
     (args.out / "command.json").write_text(json.dumps({"command": command}))
@@ -652,7 +649,9 @@ def main() -> None:
     )
     parser.add_argument("--caption-tokens", type=int, default=14)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--only", default="heldout,classify,caption,jaccard")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help="parts to run (a subset, comma-separated)"
+    )
     parser.add_argument(
         "--render",
         action="store_true",
@@ -660,6 +659,13 @@ def main() -> None:
     )
     parser.add_argument("--results-md", type=Path, default=RESULTS_MD)
     args = parser.parse_args()
+    for option, given, valid in (
+        ("--captions", args.captions, CAPTIONS),
+        ("--only", args.only, PARTS),
+    ):
+        unknown = sorted(set(given.split(",")) - set(valid))
+        if unknown:
+            parser.error(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(valid)}")
     args.out = args.out.resolve()
     if args.render:
         write_block(render(args.out), args.results_md)

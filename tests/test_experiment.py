@@ -164,3 +164,20 @@ def test_classify_bar_counts_the_controls_that_keep_accuracy():
         arm.means["target"]["correct"] = 0.7
     (row,) = script.classify_bar(result)
     assert row["controls_kept"] == pytest.approx(18 / 20) and not row["met"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [("--captions", "suppress,amplfy", "amplfy"), ("--only", "classify,captions", "captions")],
+)
+def test_vlm_script_refuses_unknown_parts_before_any_work(
+    option, value, named, tmp_path, monkeypatch, capsys
+):
+    script = _vlm_script()
+    monkeypatch.setattr("sys.argv", ["vlm_experiments.py", "--out", str(tmp_path), option, value])
+    with pytest.raises(SystemExit) as stop:
+        script.main()
+    assert stop.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert option in message and named in message and "choose from" in message
+    assert not any(tmp_path.iterdir())  # nothing written

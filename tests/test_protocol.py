@@ -28,3 +28,50 @@ def test_defaults_are_the_dev_chosen_protocol():
     for command in ("qa", "wordfreq"):
         help_text = CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
         assert f"[default: {chosen['alpha']:g}]" in " ".join(help_text.split())
+
+
+def _choose_script():
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(folder))  # the script imports its sibling qa_common lazily
+    spec = importlib.util.spec_from_file_location("choose_protocol", folder / "choose_protocol.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _margins(model: str, values: dict[tuple[str, float], float]) -> dict:
+    rows = [
+        {"model": model, "concept": "countries", "criterion": c, "alpha": a, "margin": m}
+        for (c, a), m in values.items()
+    ]
+    return {"model": model, "rows": rows, "seconds": 1.0, "machine": "test"}
+
+
+def test_protocol_choice_pools_every_models_margins():
+    script = _choose_script()
+    low = {(c, a): -1.0 for c in ("evr", "logit_lens") for a in (-1.0, 0.0)}
+    # On model a alone α = 0 wins; pooled with model b, α = -1 does: (0.1 + 0.2) / 2 > (0.5 - 0.3) / 2.
+    a = _margins("a", {("specificity", -1.0): 0.1, ("specificity", 0.0): 0.5, **low})
+    b = _margins("b", {("specificity", -1.0): 0.2, ("specificity", 0.0): -0.3, **low})
+    assert script.choose([a])["alpha"] == 0.0
+    pooled = script.choose([a, b])
+    assert (pooled["criterion"], pooled["alpha"]) == ("specificity", -1.0)
+    assert pooled["mean_margin"]["specificity -1"] == pytest.approx(0.15)
+    assert pooled["models"] == ["a", "b"] and len(pooled["rows"]) == 12
+
+
+def test_protocol_margins_are_read_back_not_recomputed(tmp_path, monkeypatch):
+    script = _choose_script()
+    monkeypatch.setattr(script, "ROWS", tmp_path)
+    made = _margins("m", {("specificity", 0.0): 0.3})
+    calls = []
+    monkeypatch.setattr(script, "model_rows", lambda name: calls.append(name) or made)
+    assert script.cached_rows("m", rerun=False) == made
+    assert script.cached_rows("m", rerun=False) == made  # read from results/protocol_dev
+    assert calls == ["m"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no partial file left
+    script.cached_rows("m", rerun=True)
+    assert calls == ["m", "m"]
