@@ -61,6 +61,8 @@ def test_protocol_choice_pools_every_models_margins():
     assert (pooled["criterion"], pooled["alpha"]) == ("specificity", -1.0)
     assert pooled["mean_margin"]["specificity -1"] == pytest.approx(0.15)
     assert pooled["models"] == ["a", "b"] and len(pooled["rows"]) == 12
+    page = script.render(pooled)
+    assert "--model a --model b" in page and "criterion `specificity`, α = -1" in page
 
 
 def test_protocol_margins_are_read_back_not_recomputed(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from headpursuit.evaluation.language.amplify import run_amplify
 from headpursuit.evaluation.language.metrics import continuation_perplexities
 from headpursuit.evaluation.language.wordfreq import (
     DEV_FRACTION,
+    MIN_HELDOUT_WORDS,
     run_wordfreq,
     split_prompts,
     word_task,
@@ -77,9 +78,10 @@ def test_word_task_splits_words_and_checks_inputs(concept_file, tmp_path):
 def test_wordfreq_counts_identity_and_round_trip(tiny, concept_file, tmp_path):
     task = word_task(concept_file, random_prompts(24, seed=1), seed=0)
     out = tmp_path / "wf.json"
+    said: list[str] = []
     result = run_wordfreq(
         tiny, task, criterion="evr", comparisons=("logit_lens",), ks=[2], alphas=[1.0, 0.0],
-        n_controls=3, max_new_tokens=6, fluency=True, output=out,
+        n_controls=3, max_new_tokens=6, fluency=True, output=out, log=said.append,
     )  # fmt: skip
     prompts = task.test_prompts
     assert result.sets[0].clusters == tuple(prompts) and result.sets[0].role == "target"
@@ -94,6 +96,12 @@ def test_wordfreq_counts_identity_and_round_trip(tiny, concept_file, tmp_path):
     assert base["all_freq"] == [_hand_count(t, CONCEPT_WORDS) for t in texts]
     assert base["selection_freq"] == [_hand_count(t, task.selection_words) for t in texts]
     assert sum(base["all_freq"]) > 0  # the hand count is not a count of nothing
+    emitted = sum(_hand_count(t, task.heldout_words) for t in texts)
+    assert result.config["baseline_heldout_words"] == emitted < MIN_HELDOUT_WORDS
+    assert f"Unmodified model: {emitted} held-out tinywords words in {len(prompts)} test" in (
+        " ".join(said)
+    )
+    assert any(line.startswith("Warning: fewer than 50 held-out words") for line in said)
     # ... and on a steered arm's generations.
     ablated = next(a for a in result.arms if a.arm == "selected" and a.alpha == 0.0)
     with warnings.catch_warnings(), steer(tiny.model, ablated.heads, 0.0):

@@ -62,6 +62,9 @@ DEV_FRACTION = 0.4
 COMPARISONS = ("evr", "logit_lens")
 #: Tokens generated per prompt.
 MAX_NEW_TOKENS = 48
+#: Held-out concept words the unmodified model should emit on the evaluation prompts for a
+#: frequency ratio to separate the selected heads from controls; fewer gets a warning.
+MIN_HELDOUT_WORDS = 50
 
 
 @dataclass(frozen=True)
@@ -280,10 +283,22 @@ def run_wordfreq(
         fed, outs = generate(
             loaded, eval_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
         )
-        if not baseline_texts:
-            baseline_texts.extend(outs)  # the first call is the unmodified model
+        counts = task.counts(outs)
+        if not baseline_texts:  # the first call is the unmodified model
+            baseline_texts.extend(outs)
+            emitted = int(counts["heldout_freq"].sum())
+            say(
+                f"Unmodified model: {emitted} held-out {task.concept} words in "
+                f"{len(outs)} {split} continuations."
+            )
+            if emitted < MIN_HELDOUT_WORDS:
+                say(
+                    f"Warning: fewer than {MIN_HELDOUT_WORDS} held-out words; the frequency "
+                    "ratios will be too noisy to tell heads from controls. Give more prompts "
+                    "(--prompts) or more tokens (--max-new-tokens)."
+                )
         generated.append((fed, outs))
-        return {task.concept: task.counts(outs)}
+        return {task.concept: counts}
 
     def perplexity() -> dict[str, dict[str, np.ndarray]]:
         fed, outs = generated.pop()
@@ -322,6 +337,9 @@ def run_wordfreq(
         log=log,
     )
     result.config["baseline_continuations"] = baseline_texts
+    result.config["baseline_heldout_words"] = int(
+        sum(result.baseline.items[task.concept]["heldout_freq"])
+    )
     if output is not None:
         result.save(output)
     return result
