@@ -1,6 +1,6 @@
 """Choose the QA protocol (ranking criterion and α) on the dev split only.
 
-    python scripts/choose_protocol.py --model smollm2-135m --model qwen2.5-0.5b --model gemma-3-270m
+    python scripts/choose_protocol.py          # the three models of the results
 
 Each model's dev margins are kept in ``results/protocol_dev/<model>.json`` and read back on
 the next run (``--rerun`` recomputes them), so the models can be run as separate processes
@@ -27,6 +27,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+from qa_common import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "protocol.json"
@@ -192,7 +194,9 @@ def render(chosen: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", help="default: smollm2-135m")
+    parser.add_argument(
+        "--model", action="append", choices=MODELS, help=f"default: {', '.join(MODELS)}"
+    )
     parser.add_argument(
         "--rerun", action="store_true", help="recompute margins already in results/protocol_dev"
     )
@@ -202,7 +206,7 @@ def main() -> None:
         help="compute the models' dev margins but choose nothing (for parallel runs)",
     )
     args = parser.parse_args()
-    per_model = [cached_rows(name, args.rerun) for name in args.model or ["smollm2-135m"]]
+    per_model = [cached_rows(name, args.rerun) for name in args.model or MODELS]
     if args.rows_only:
         return
     chosen = choose(per_model)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "qa"
+#: The three real models of the language results, by short name.
+MODELS = ("smollm2-135m", "qwen2.5-0.5b", "gemma-3-270m")
 _DEV_ACTIVATIONS: dict[str, object] = {}
 _LENS_TOP: dict[str, object] = {}  # model -> its logit-lens top tokens (any concept)
 

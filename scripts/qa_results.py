@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 
 import torch
+from qa_common import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "qa"  # the same folder as qa_common.RESULTS
 PROTOCOL = ROOT / "results" / "protocol.json"
 DOC = ROOT / "docs" / "results.md"
-MODELS = ("smollm2-135m", "qwen2.5-0.5b", "gemma-3-270m")
 PERCENTS = (1.0, 2.0, 3.0)
 PAPER_ALPHA = -1.0
 MIN_KNOWN = 150  # known questions per concept that make a test set big enough to fail
