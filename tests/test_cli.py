@@ -420,3 +420,14 @@ def test_every_command_that_loads_a_model_takes_dtype_device_and_device_map():
     assert {"capture", "rank", "explain", "steer", "qa", "classify", "demo"} <= set(
         loading_commands
     )
+
+
+def test_demo_says_what_its_alpha_does_to_the_heads():
+    from headpursuit.cli.demo import _done_to
+
+    assert [_done_to(a) for a in (-1.0, 0.0, 5.0, 0.5)] == [
+        "flipped",
+        "ablated",
+        "scaled by 5",
+        "scaled by 0.5",
+    ]

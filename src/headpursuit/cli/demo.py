@@ -44,7 +44,7 @@ def demo(
     """Run the whole chain on the embedded SmolLM2-135M-Instruct and bundled prompts.
 
     Captures 40 bundled questions, ranks heads for colours and countries, explains the top
-    heads, ablates them (alpha = 0, the default protocol) next to matched random controls,
+    heads, scales them by the default protocol's alpha next to matched random controls,
     tests the countries heads against 20 matched random head sets on held-out fact
     questions (target: countries; non-targets: colours, numbers) with CIs and a p-value,
     and writes an HTML report.
@@ -111,7 +111,7 @@ def demo(
         for i, question in enumerate(run.prompts):
             typer.echo(f"  > {question}")
             typer.echo(f"    unmodified:              {run.unmodified[i]}")
-            typer.echo(f"    {name} heads ablated:    {run.steered[i]}")
+            typer.echo(f"    {name} heads {_done_to(DEFAULT_ALPHA)}:    {run.steered[i]}")
             typer.echo(f"    control [{control}]: {run.control_outputs[0][i]}")
     artifacts.append(_specificity_check(loaded, rankings["countries"], top_k, out_dir))
     written = write_report(artifacts, out_dir / "report.html", top_k=10)
@@ -121,20 +121,30 @@ def demo(
     )
 
 
+def _done_to(alpha: float) -> str:
+    """What scaling a head's output by ``alpha`` does to it, in one word or two."""
+    if alpha == 0:
+        return "ablated"
+    if alpha == -1:
+        return "flipped"
+    return f"scaled by {alpha:g}"
+
+
 #: Test-split questions asked per fact concept in the demo's specificity check.
 DEMO_QUESTIONS = 120
 
 
 def _specificity_check(loaded: Any, ranking: Any, top_k: int, out_dir: Path) -> Any:
-    """Flip the top countries heads and 20 matched control sets on held-out fact questions."""
+    """Scale the top countries heads and 20 matched control sets by the default alpha on
+    held-out fact questions."""
     from ..evaluation.language.facts import CONCEPTS
     from ..evaluation.language.qa import known_facts, run_qa
 
     sets = {c: known_facts(loaded, c, "test", max_asked=DEMO_QUESTIONS) for c in CONCEPTS}
     typer.echo(
-        f"\n== Is it specific? The top {top_k} countries heads ablated vs 20 matched random "
-        "head sets (same heads per layer), on test questions the model answers right: "
-        + ", ".join(f"{c} {len(s.facts)}" for c, s in sets.items())
+        f"\n== Is it specific? The top {top_k} countries heads {_done_to(DEFAULT_ALPHA)} vs 20 "
+        "matched random head sets (same heads per layer), on test questions the model answers "
+        "right: " + ", ".join(f"{c} {len(s.facts)}" for c, s in sets.items())
     )
     result = run_qa(
         loaded,
