@@ -49,7 +49,7 @@ from headpursuit.ranking.head_ranking import HeadRanking  # noqa: E402
 BEGIN, END = "<!-- vlm-results:begin -->", "<!-- vlm-results:end -->"
 RESULTS_MD = ROOT / "docs" / "results.md"
 #: The caption experiments: the paper's suppression and amplification, and the ablation
-#: (α = 0) that the language protocol chose on its dev split.
+#: (α = 0) beside them.
 CAPTIONS = {"suppress": -1.0, "ablate": 0.0, "amplify": 5.0}
 #: The parts of a run (`--only`), in the order they run.
 PARTS = ("heldout", "classify", "caption", "jaccard")
