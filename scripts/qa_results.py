@@ -178,9 +178,10 @@ def render() -> str:
         "from the JSON results in `results/qa/`). Method and statistics: "
         "[method.md](method.md#evaluation).",
         "",
-        f"**Protocol** (chosen on the dev split by `scripts/choose_protocol.py`, see "
-        f"[protocol.md](protocol.md)): criterion `{chosen['criterion']}`, "
-        f"default α = {chosen['alpha']:g}. Heads are ranked on the dev questions; every number "
+        f"**Protocol** (chosen on the dev split of {', '.join(chosen.get('models', []))} by "
+        f"`scripts/choose_protocol.py`, see [protocol.md](protocol.md)): criterion "
+        f"`{chosen['criterion']}`, default α = {chosen['alpha']:g}; k is reported at every "
+        "1, 2, 3 % rather than chosen. Heads are ranked on the dev questions; every number "
         "below is on the test split, on the test questions the unmodified model answers "
         "right (teacher-forced, calibrated; at most 200 per concept).",
         "",
@@ -314,22 +315,26 @@ def render() -> str:
         specific = sorted({c for c, v in mine if v["specific"]})
         run = sorted({c for c, _ in mine})
         passing += len(specific) >= 2
-        paper = [(c, v) for m, c, v in verdict_rows if m == model and v["alpha"] == PAPER_ALPHA]
-        paper_specific = sorted({c for c, v in paper if v["specific"]})
-        paper_note = (
-            f" With the paper's α = {PAPER_ALPHA:g} (concepts run: "
-            f"{', '.join(sorted({c for c, _ in paper}))}): "
-            + (", ".join(paper_specific) if paper_specific else "no concept")
-            + "."
-            if paper and default_alpha != PAPER_ALPHA
-            else ""
+        other_alphas = sorted(
+            {v["alpha"] for m, _, v in verdict_rows if m == model} - {default_alpha}
         )
+        other_notes = ""
+        for alpha in other_alphas:
+            there = [(c, v) for m, c, v in verdict_rows if m == model and v["alpha"] == alpha]
+            there_specific = sorted({c for c, v in there if v["specific"]})
+            label = "the paper's; " if alpha == PAPER_ALPHA else "ablation; " if alpha == 0 else ""
+            concepts_run = ", ".join(sorted({c for c, _ in there}))
+            other_notes += (
+                f" With α = {alpha:g} ({label}concepts run: {concepts_run}): "
+                + (", ".join(there_specific) if there_specific else "no concept")
+                + "."
+            )
         summary.append(
             f"* **{model}** (default protocol, α = {default_alpha:g}; concepts run: "
             f"{', '.join(run) or 'none'}): specific at some k ≤ 3 % for "
             + (", ".join(specific) if specific else "no concept")
             + "."
-            + paper_note
+            + other_notes
         )
     summary += [
         "",
