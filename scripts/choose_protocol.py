@@ -177,6 +177,25 @@ def render(chosen: dict) -> str:
     for key, value in sorted(chosen["mean_margin"].items(), key=lambda kv: -kv[1]):
         criterion, alpha = key.split()
         lines.append(f"| {criterion} | {alpha} | {value:+.3f} |")
+    models = chosen["models"]
+    lines += [
+        "",
+        "Per model (mean over its concepts):",
+        "",
+        "| criterion | α | " + " | ".join(models) + " |",
+        "|---|---|" + "---|" * len(models),
+    ]
+    for key in sorted(chosen["mean_margin"], key=lambda k: -chosen["mean_margin"][k]):
+        criterion, alpha = key.split()
+        cells = []
+        for model in models:
+            values = [
+                r["margin"]
+                for r in chosen["rows"]
+                if (r["model"], r["criterion"], f"{r['alpha']:g}") == (model, criterion, alpha)
+            ]
+            cells.append(f"{sum(values) / len(values):+.3f}" if values else "–")
+        lines.append(f"| {criterion} | {alpha} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"**Chosen: criterion `{chosen['criterion']}`, α = {chosen['alpha']:g}.**",

@@ -63,6 +63,7 @@ def test_protocol_choice_pools_every_models_margins():
     assert pooled["models"] == ["a", "b"] and len(pooled["rows"]) == 12
     page = script.render(pooled)
     assert "--model a --model b" in page and "criterion `specificity`, α = -1" in page
+    assert "| specificity | -1 | +0.100 | +0.200 |" in page  # each model's own mean
 
 
 def test_protocol_margins_are_read_back_not_recomputed(tmp_path, monkeypatch):
