@@ -290,6 +290,24 @@ def probe(model, heads: Heads, n: int) -> dict[str, float]:
 # ---------------------------------------------------------------- main -----------------
 
 
+def parse_weights(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, float]:
+    """``["shapes=4", "fashion=3"]`` -> ``{"shapes": 4.0, "fashion": 3.0}``; a bad pair is a
+    usage error naming it."""
+    tasks = [*data.DATASETS, CAPTIONS]
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        task, _, value = pair.partition("=")
+        if task not in tasks:
+            parser.error(f"--stage-2-weight {pair!r}: unknown task; choose from {', '.join(tasks)}")
+        try:
+            weights[task] = float(value)
+        except ValueError:
+            parser.error(f"--stage-2-weight {pair!r}: the weight must be a number, e.g. {task}=2")
+        if not weights[task] > 0:
+            parser.error(f"--stage-2-weight {pair!r}: the weight must be positive")
+    return weights
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=SHIPPED_DIR)
@@ -311,6 +329,14 @@ def main() -> None:
         help="share of stage-2 batches run with 1-8 random language-model heads flipped "
         "(alpha = -1), to make the readout robust to head edits (off by default)",
     )
+    parser.add_argument(
+        "--stage-2-weight",
+        action="append",
+        default=[],
+        metavar="TASK=W",
+        help="sampling weight of one task in stage-2 batches, replacing stage 1's (repeatable; "
+        f"tasks: {', '.join([*data.DATASETS, CAPTIONS])})",
+    )
     parser.add_argument("--n-eval", type=int, default=300, help="held-out images per task")
     parser.add_argument("--stop-after", choices=["1", "2"], default="2")
     parser.add_argument(
@@ -321,6 +347,7 @@ def main() -> None:
         "use with --steps-1 0)",
     )
     args = parser.parse_args()
+    stage_2_weights = parse_weights(parser, args.stage_2_weight)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -510,7 +537,11 @@ def main() -> None:
     language_model = model.model.language_model
     sites = AttentionSites(model)
     every_head = [Head(layer, h) for layer in range(sites.n_layers) for h in range(sites.n_heads)]
-    task_weights = [weights[t] for t in tasks]
+    task_weights = [stage_2_weights.get(t, weights[t]) for t in tasks]
+    log(
+        {"event": "stage 2 weights", "weights": dict(zip(tasks, task_weights, strict=True))},
+        records,
+    )
     model.train()
     for step in range(args.steps_2):
         warm = min(1.0, (step + 1) / 30)
