@@ -9,8 +9,9 @@
   with it the share of answers that are one of the class names at all and the share of the
   most frequent answer (1.0 would be a collapse onto one answer).
 - **caption colours**: the caption of each held-out scene names exactly the scene's colours,
-  left to right (``headpursuit.evaluation.vision.data.colours_correct``); and the share of captions equal
-  to the reference caption.
+  left to right (``headpursuit.evaluation.vision.data.colours_correct``); the share of captions equal
+  to the reference caption; and the errors by number of shapes in the scene, split into two
+  colours named right to left ("swapped") and the rest (``data.colour_error``).
 - **robustness** (``--flip-ks``, ``--flip-seeds``): the same accuracies with k uniformly
   random heads of the language model flipped (α = −1, all positions, ``headpursuit.steer``);
   each seed draws one head set, used on every dataset.
@@ -105,8 +106,19 @@ def captions(loaded: LoadedModel, n: int, heads: list[Head] | None = None) -> di
             / n,
             4,
         ),
+        "errors_by_shapes": colour_errors(texts, scenes),
         "examples": texts[:5],
     }
+
+
+def colour_errors(texts: list[str], scenes: list[data.ImageExample]) -> dict[str, dict[str, int]]:
+    """Counts of ``data.colour_error`` kinds by the number of shapes in the scene:
+    ``{"1": {"right": 150, "wrong": 3}, "2": {"right": 100, "swapped": 30, "wrong": 17}}``."""
+    counts: dict[str, Counter[str]] = {}
+    for text, scene in zip(texts, scenes, strict=True):
+        shapes = str(len(data.colour_words(scene.answer)))
+        counts.setdefault(shapes, Counter())[data.colour_error(text, scene)] += 1
+    return {shapes: dict(sorted(kinds.items())) for shapes, kinds in sorted(counts.items())}
 
 
 def evaluate_heldout(loaded: LoadedModel, n: int) -> dict[str, dict]:

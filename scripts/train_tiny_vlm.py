@@ -337,6 +337,14 @@ def main() -> None:
         help="sampling weight of one task in stage-2 batches, replacing stage 1's (repeatable; "
         f"tasks: {', '.join([*data.DATASETS, CAPTIONS])})",
     )
+    parser.add_argument(
+        "--pair-tokens",
+        choices=["columns", "sequence"],
+        default="columns",
+        help="stage 1, two-shape scenes: align the left shape's words with the tokens of the "
+        "left grid columns (default) or with the first 8 image tokens of the sequence, which "
+        "the language model reads first",
+    )
     parser.add_argument("--n-eval", type=int, default=300, help="held-out images per task")
     parser.add_argument("--stop-after", choices=["1", "2"], default="2")
     parser.add_argument(
@@ -424,8 +432,11 @@ def main() -> None:
     two = torch.tensor([pair is not None for pair in half_ids])
     left_bags = torch.stack([bag(p[0]) if p else torch.zeros(len(vocab)) for p in half_ids])
     right_bags = torch.stack([bag(p[1]) if p else torch.zeros(len(vocab)) for p in half_ids])
-    columns = torch.arange(N_IMAGE_TOKENS).view(GRID, GRID) % GRID
-    left_half = (columns < GRID // 2).flatten()
+    if args.pair_tokens == "columns":
+        columns = torch.arange(N_IMAGE_TOKENS).view(GRID, GRID) % GRID
+        left_half = (columns < GRID // 2).flatten()
+    else:  # the first half of the image tokens in the language model's reading order
+        left_half = torch.arange(N_IMAGE_TOKENS) < N_IMAGE_TOKENS // 2
 
     width = model.config.vision_config.hidden_size
     heads = Heads(width)

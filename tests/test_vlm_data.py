@@ -139,6 +139,10 @@ def test_caption_colour_scoring():
     assert not data.colours_correct("a blue square and a red circle", scene)  # wrong order
     assert not data.colours_correct("a red circle", scene)  # a colour missing
     assert not data.colours_correct("a red circle and a blue green square", scene)
+    assert data.colour_error("A red circle and a blue square.", scene) == "right"
+    assert data.colour_error("a blue square and a red circle", scene) == "swapped"
+    assert data.colour_error("a blue circle and a blue square", scene) == "wrong"
+    assert data.colour_error("a blue square", scene) == "wrong"
     assert data.colour_words("Orange, WHITE and reddish") == ["orange", "white"]
 
 

@@ -234,6 +234,18 @@ def colours_correct(caption: str, example: ImageExample) -> bool:
     return colour_words(caption) == colour_words(example.answer)
 
 
+def colour_error(caption: str, example: ImageExample) -> str:
+    """How ``caption``'s colours compare with the scene's: ``"right"`` (as
+    :func:`colours_correct`), ``"swapped"`` (a two-shape scene's two colours, right to left)
+    or ``"wrong"`` (a colour wrong, missing or extra)."""
+    said, wanted = colour_words(caption), colour_words(example.answer)
+    if said == wanted:
+        return "right"
+    if len(wanted) == 2 and said == wanted[::-1]:
+        return "swapped"
+    return "wrong"
+
+
 # ---------------------------------------------------------------- drawn sets and registry
 
 DEFAULT_SIZES = {"train": 4000, "select": 200, "test": 500}
