@@ -9,7 +9,8 @@
   with it the share of answers that are one of the class names at all and the share of the
   most frequent answer (1.0 would be a collapse onto one answer).
 - **caption colours**: the caption of each held-out scene names exactly the scene's colours,
-  left to right (``headpursuit.evaluation.vision.data.colours_correct``); the share of captions equal
+  left to right (``headpursuit.evaluation.vision.data.colours_correct``), and in either order
+  (the CIDEr references accept both orders of a two-shape scene); the share of captions equal
   to the reference caption; and the errors by number of shapes in the scene, split into two
   colours named right to left ("swapped") and the rest (``data.colour_error``).
 - **robustness** (``--flip-ks``, ``--flip-seeds``): the same accuracies with k uniformly
@@ -100,6 +101,10 @@ def captions(loaded: LoadedModel, n: int, heads: list[Head] | None = None) -> di
         "n": len(scenes),
         "colours_correct": round(
             sum(data.colours_correct(t, e) for t, e in zip(texts, scenes, strict=True)) / n, 4
+        ),
+        "colours_any_order": round(
+            sum(data.colour_error(t, e) != "wrong" for t, e in zip(texts, scenes, strict=True)) / n,
+            4,
         ),
         "exact_caption": round(
             sum(normalise(t) == normalise(e.answer) for t, e in zip(texts, scenes, strict=True))
