@@ -104,6 +104,8 @@ def test_new_tower_is_read_back_from_the_shipped_config(lm_dir, tmp_path):
     shape = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
     assert [getattr(recorded, key) for key in shape] == [256, 1024, 6, 8]
     assert (recorded.image_size, recorded.patch_size) == (48, 12)
+    written = (tmp_path / "new" / "config.json").read_text()
+    assert str(lm_dir) not in written  # the trainer's local paths are not shipped
 
     from safetensors.torch import load_file
 

@@ -163,9 +163,24 @@ def save_shipped(model: Any, processor: Any, out_dir: str | os.PathLike[str]) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(vision_state_dict(model, torch.float16), str(out / WEIGHTS_FILE))
-    (out / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2, default=str))
+    config = _without_local_paths(model.config.to_dict())
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     processor.image_processor.save_pretrained(out)
     return out
+
+
+def _without_local_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every ``_name_or_path`` emptied, at any depth: transformers records the
+    directory a model was loaded from (here a path in the trainer's cache), which means
+    nothing on another machine."""
+    return {
+        key: ""
+        if key == "_name_or_path"
+        else _without_local_paths(value)
+        if isinstance(value, dict)
+        else value
+        for key, value in config.items()
+    }
 
 
 def _assembled_path(shipped: Path, lm_dir: Path) -> Path:
