@@ -351,8 +351,8 @@ def main() -> None:
         "--init",
         type=Path,
         default=None,
-        help="start from the vision weights in this directory (for experiments with stage 2; "
-        "use with --steps-1 0)",
+        help="start from the vision weights in this directory (with --steps-1 0: more "
+        "stage-2 training only)",
     )
     args = parser.parse_args()
     stage_2_weights = parse_weights(parser, args.stage_2_weight)
