@@ -168,6 +168,10 @@ def run(args: argparse.Namespace) -> None:
                 data.colours_correct(c, e) for c, e in zip(captions, scenes, strict=True)
             )
             / len(scenes),
+            "colours_any_order": sum(
+                data.colour_error(c, e) != "wrong" for c, e in zip(captions, scenes, strict=True)
+            )
+            / len(scenes),
             "examples": [[e.answer, c] for e, c in zip(scenes[:8], captions, strict=False)],
         }
         (args.out / "heldout.json").write_text(json.dumps(heldout, indent=1))
@@ -468,9 +472,12 @@ def _heldout_section(out: Path) -> list[str]:
             f"| {name} | {data.get_dataset(name).stands_for} | {row['value']:.3f} | {row['n']} |"
         )
     captions = heldout["captions"]
+    any_order = captions.get("colours_any_order")  # absent from artifacts made before it
+    either = "" if any_order is None else f" (in either order {any_order:.3f})"
     lines.append(
-        f"| captions (shapes) | Flickr30k colours | colours right {captions['colours_correct']:.3f}"
-        f", CIDEr-D {captions['cider']:.3f} | {captions['n']} |"
+        f"| captions (shapes) | Flickr30k colours | colours right, left to right "
+        f"{captions['colours_correct']:.3f}{either}, CIDEr-D {captions['cider']:.3f} "
+        f"| {captions['n']} |"
     )
     return lines
 
