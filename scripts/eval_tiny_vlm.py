@@ -99,13 +99,7 @@ def captions(loaded: LoadedModel, n: int, heads: list[Head] | None = None) -> di
         )
     return {
         "n": len(scenes),
-        "colours_correct": round(
-            sum(data.colours_correct(t, e) for t, e in zip(texts, scenes, strict=True)) / n, 4
-        ),
-        "colours_any_order": round(
-            sum(data.colour_error(t, e) != "wrong" for t, e in zip(texts, scenes, strict=True)) / n,
-            4,
-        ),
+        **{name: round(share, 4) for name, share in data.colour_shares(texts, scenes).items()},
         "exact_caption": round(
             sum(normalise(t) == normalise(e.answer) for t, e in zip(texts, scenes, strict=True))
             / n,

@@ -164,14 +164,7 @@ def run(args: argparse.Namespace) -> None:
         heldout["captions"] = {
             "n": len(scenes),
             "cider": cider([e.references for e in scenes], captions)[0],
-            "colours_correct": sum(
-                data.colours_correct(c, e) for c, e in zip(captions, scenes, strict=True)
-            )
-            / len(scenes),
-            "colours_any_order": sum(
-                data.colour_error(c, e) != "wrong" for c, e in zip(captions, scenes, strict=True)
-            )
-            / len(scenes),
+            **data.colour_shares(captions, scenes),
             "examples": [[e.answer, c] for e, c in zip(scenes[:8], captions, strict=False)],
         }
         (args.out / "heldout.json").write_text(json.dumps(heldout, indent=1))

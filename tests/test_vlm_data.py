@@ -143,6 +143,9 @@ def test_caption_colour_scoring():
     assert data.colour_error("a blue square and a red circle", scene) == "swapped"
     assert data.colour_error("a blue circle and a blue square", scene) == "wrong"
     assert data.colour_error("a blue square", scene) == "wrong"
+    said = ["a red circle and a blue square", "a blue square and a red circle", "a red one"]
+    shares = data.colour_shares(said, [scene] * 3)  # by hand: 1 right, 1 swapped, 1 wrong
+    assert shares == {"colours_correct": 1 / 3, "colours_any_order": 2 / 3}
     assert data.colour_words("Orange, WHITE and reddish") == ["orange", "white"]
 
 

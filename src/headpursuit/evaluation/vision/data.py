@@ -27,7 +27,7 @@ import io
 import lzma
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -244,6 +244,17 @@ def colour_error(caption: str, example: ImageExample) -> str:
     if len(wanted) == 2 and said == wanted[::-1]:
         return "swapped"
     return "wrong"
+
+
+def colour_shares(captions: Sequence[str], scenes: Sequence[ImageExample]) -> dict[str, float]:
+    """Shares of ``captions`` that name exactly their scenes' colours: left to right
+    (``colours_correct``) and in either order (``colours_any_order``; the CIDEr references
+    accept both orders of a two-shape scene)."""
+    kinds = [colour_error(c, e) for c, e in zip(captions, scenes, strict=True)]
+    return {
+        "colours_correct": sum(kind == "right" for kind in kinds) / len(kinds),
+        "colours_any_order": sum(kind != "wrong" for kind in kinds) / len(kinds),
+    }
 
 
 # ---------------------------------------------------------------- drawn sets and registry
