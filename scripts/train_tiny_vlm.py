@@ -76,6 +76,8 @@ from headpursuit.models.zoo import DEFAULT_MODEL, locate_named  # noqa: E402
 from headpursuit.steering.hooks import steer  # noqa: E402
 
 CAPTIONS = "shapes"
+#: Everything trained: the classification datasets, then the caption scenes.
+TASKS = [*data.DATASETS, CAPTIONS]
 # Classes that do not change under a mirror image or a quarter turn.
 FLIP_OK = {"fashion", "dtd_like", "eurosat_like", "resisc_like"}
 TURN_OK = {"dtd_like", "eurosat_like", "resisc_like"}
@@ -266,7 +268,7 @@ def probe(model, heads: Heads, n: int) -> dict[str, float]:
     """Held-out accuracy of the stage-1 classifier heads on the first ``n`` test images of
     every task (captions: mean attribute accuracy); a check of the tower alone."""
     results = {}
-    for task in [*data.DATASETS, CAPTIONS]:
+    for task in TASKS:
         examples = data.shapes("test", n) if task == CAPTIONS else data.load_split(task, "test", n)
         images = torch.from_numpy(np.stack([np.asarray(e.image) for e in examples])).permute(
             0, 3, 1, 2
@@ -293,12 +295,11 @@ def probe(model, heads: Heads, n: int) -> dict[str, float]:
 def parse_weights(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, float]:
     """``["shapes=4", "fashion=3"]`` -> ``{"shapes": 4.0, "fashion": 3.0}``; a bad pair is a
     usage error naming it."""
-    tasks = [*data.DATASETS, CAPTIONS]
     weights: dict[str, float] = {}
     for pair in pairs:
         task, _, value = pair.partition("=")
-        if task not in tasks:
-            parser.error(f"--stage-2-weight {pair!r}: unknown task; choose from {', '.join(tasks)}")
+        if task not in TASKS:
+            parser.error(f"--stage-2-weight {pair!r}: unknown task; choose from {', '.join(TASKS)}")
         try:
             weights[task] = float(value)
         except ValueError:
@@ -335,7 +336,7 @@ def main() -> None:
         default=[],
         metavar="TASK=W",
         help="sampling weight of one task in stage-2 batches, replacing stage 1's (repeatable; "
-        f"tasks: {', '.join([*data.DATASETS, CAPTIONS])})",
+        f"tasks: {', '.join(TASKS)})",
     )
     parser.add_argument(
         "--pair-tokens",
@@ -379,13 +380,12 @@ def main() -> None:
     for param in tower + projector:
         param.requires_grad_(True)
 
-    tasks = [*data.DATASETS, CAPTIONS]
     pools: dict[str, torch.Tensor] = {}
     answers: dict[str, list[str]] = {}
     targets: dict[str, torch.Tensor] = {}
     questions: dict[str, str] = {}
     sizes = {CAPTIONS: args.n_captions, "svhn_like": args.n_svhn, "digits": None, "fashion": None}
-    for task in tasks:
+    for task in TASKS:
         n = sizes.get(task, args.n_drawn)
         images, task_answers, labels = load_pool(task, n)
         pools[task] = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
@@ -397,7 +397,7 @@ def main() -> None:
     log(
         {
             "event": "data",
-            "sizes": {t: len(answers[t]) for t in tasks},
+            "sizes": {t: len(answers[t]) for t in TASKS},
             "trainable_params": sum(p.numel() for p in tower + projector),
             "t": elapsed(),
         },
@@ -407,7 +407,7 @@ def main() -> None:
     # ---- stage 1: classifiers on the tower + projector alignment to the answers' tokens ----
     embed = model.model.language_model.embed_tokens.weight.detach()  # [vocab, d]
     target_norm = float(embed.norm(dim=-1).median())
-    answer_ids = {t: [tokenizer(a).input_ids for a in answers[t]] for t in tasks}
+    answer_ids = {t: [tokenizer(a).input_ids for a in answers[t]] for t in TASKS}
     half_ids: list[tuple[list[int], list[int]] | None] = []
     for answer in answers[CAPTIONS]:
         phrases = answer.split(" and ")
@@ -428,7 +428,7 @@ def main() -> None:
             target[column[i]] += 1.0
         return target / target.sum()
 
-    bags = {t: torch.stack([bag(ids) for ids in answer_ids[t]]) for t in tasks}
+    bags = {t: torch.stack([bag(ids) for ids in answer_ids[t]]) for t in TASKS}
     two = torch.tensor([pair is not None for pair in half_ids])
     left_bags = torch.stack([bag(p[0]) if p else torch.zeros(len(vocab)) for p in half_ids])
     right_bags = torch.stack([bag(p[1]) if p else torch.zeros(len(vocab)) for p in half_ids])
@@ -450,7 +450,7 @@ def main() -> None:
         return -(target * logits.log_softmax(-1)).sum(-1).mean()
 
     # Sampling weights: more of the tasks the tower finds hard (measured in a first run).
-    weights = {t: 1.0 for t in tasks}
+    weights = {t: 1.0 for t in TASKS}
     weights.update(
         {"svhn_like": 2.5, "fashion": 2.0, "dtd_like": 1.5, CAPTIONS: 1.5, "digits": 0.8}
     )
@@ -458,7 +458,7 @@ def main() -> None:
     total = sum(weights.values())
 
     def draw_rows(batch: int) -> dict[str, torch.Tensor]:
-        counts = {t: max(1, round(batch * weights[t] / total)) for t in tasks}
+        counts = {t: max(1, round(batch * weights[t] / total)) for t in TASKS}
         return {
             t: torch.randint(0, len(answers[t]), (c,), generator=generator)
             for t, c in counts.items()
@@ -472,13 +472,13 @@ def main() -> None:
         for group in optimiser.param_groups:
             group["lr"] = lr
         rows = draw_rows(args.batch_1)
-        batch = torch.cat([augment(pools[t][rows[t]], t, generator) for t in tasks])
+        batch = torch.cat([augment(pools[t][rows[t]], t, generator) for t in TASKS])
         features, tokens = vision_forward(model, normalise_pixels(batch))
         loss_cls = torch.zeros(())
         loss_align = torch.zeros(())
         accuracy: dict[str, float] = {}
         offset = 0
-        for task in tasks:
+        for task in TASKS:
             size = len(rows[task])
             part = slice(offset, offset + size)
             offset += size
@@ -497,7 +497,7 @@ def main() -> None:
                     pair_tokens[:, ~left_half].mean(1), right_bags[chosen]
                 )
         norm_penalty = (tokens.norm(dim=-1) / target_norm - 1).pow(2).mean()
-        loss = (loss_cls + loss_align) / len(tasks) + 0.5 * norm_penalty
+        loss = (loss_cls + loss_align) / len(TASKS) + 0.5 * norm_penalty
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*tower, *projector], 2.0)
@@ -507,8 +507,8 @@ def main() -> None:
                 {
                     "stage": 1,
                     "step": step,
-                    "loss_cls": round(float(loss_cls.detach()) / len(tasks), 4),
-                    "loss_align": round(float(loss_align.detach()) / len(tasks), 4),
+                    "loss_cls": round(float(loss_cls.detach()) / len(TASKS), 4),
+                    "loss_align": round(float(loss_align.detach()) / len(TASKS), 4),
                     "token_norm": round(float(tokens.detach().norm(dim=-1).mean()), 3),
                     "train_accuracy": accuracy,
                     "t": elapsed(),
@@ -531,9 +531,9 @@ def main() -> None:
         t: tokenizer(
             vlm_prompt(questions[t]).replace(IMAGE_TOKEN, IMAGE_TOKEN * N_IMAGE_TOKENS)
         ).input_ids
-        for t in tasks
+        for t in TASKS
     }
-    end_ids = {t: [tokenizer(a + "<|im_end|>").input_ids for a in answers[t]] for t in tasks}
+    end_ids = {t: [tokenizer(a + "<|im_end|>").input_ids for a in answers[t]] for t in TASKS}
     image_id = model.config.image_token_id
     pad = tokenizer.pad_token_id
     optimiser = torch.optim.AdamW(
@@ -548,9 +548,9 @@ def main() -> None:
     language_model = model.model.language_model
     sites = AttentionSites(model)
     every_head = [Head(layer, h) for layer in range(sites.n_layers) for h in range(sites.n_heads)]
-    task_weights = [stage_2_weights.get(t, weights[t]) for t in tasks]
+    task_weights = [stage_2_weights.get(t, weights[t]) for t in TASKS]
     log(
-        {"event": "stage 2 weights", "weights": dict(zip(tasks, task_weights, strict=True))},
+        {"event": "stage 2 weights", "weights": dict(zip(TASKS, task_weights, strict=True))},
         records,
     )
     model.train()
@@ -559,7 +559,7 @@ def main() -> None:
         factor = warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps_2)))
         for group, base in zip(optimiser.param_groups, base_lrs, strict=True):
             group["lr"] = base * factor
-        chosen = rng.choices(tasks, weights=task_weights, k=args.batch_2)
+        chosen = rng.choices(TASKS, weights=task_weights, k=args.batch_2)
         indices = [rng.randrange(len(answers[t])) for t in chosen]
         images = torch.stack(
             [

@@ -173,14 +173,14 @@ def _without_local_paths(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with every ``_name_or_path`` emptied, at any depth: transformers records the
     directory a model was loaded from (here a path in the trainer's cache), which means
     nothing on another machine."""
-    return {
-        key: ""
-        if key == "_name_or_path"
-        else _without_local_paths(value)
-        if isinstance(value, dict)
-        else value
-        for key, value in config.items()
-    }
+    cleaned: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "_name_or_path":
+            value = ""
+        elif isinstance(value, dict):
+            value = _without_local_paths(value)
+        cleaned[key] = value
+    return cleaned
 
 
 def _assembled_path(shipped: Path, lm_dir: Path) -> Path:
