@@ -18,6 +18,14 @@ of its "test" split. Writes to ``--out``:
   ``caption_amplify.json`` (α = 5), at k = ``--caption-percents`` % of all heads: colour
   words per caption, CIDEr-D, and CIDEr-D of the non-colour part of the caption
   (``cider_non_concept``);
+- ``caption_dev.json``: the suppression protocol chosen on dev scenes (scenes ``--n-select``
+  onwards of the "select" split: disjoint from the selection scenes and from the test split).
+  Heads are ranked by every criterion of ``DEV_CRITERIA`` from two poolings (the image
+  tokens, as the paper and the other experiments do, and the text tokens of the prompt
+  followed by the scene's reference caption), and each ranking's top-k is flipped
+  (α = −1) for every k of ``--dev-ks``; :func:`choose_caption_setting` picks one setting,
+  which ``caption_dev_choice.json`` then evaluates on the test scenes against the
+  matched controls;
 - ``jaccard.json``: the Jaccard overlap of the selected top-k heads for every pair of sets,
   with the null of ``headpursuit.ranking.controls.random_jaccard`` (two random head sets of
   the same sizes): its mean and the p-value of the observed overlap.
@@ -52,8 +60,18 @@ RESULTS_MD = ROOT / "docs" / "results.md"
 #: (α = 0) beside them.
 CAPTIONS = {"suppress": -1.0, "ablate": 0.0, "amplify": 5.0}
 #: The parts of a run (`--only`), in the order they run.
-PARTS = ("heldout", "classify", "caption", "jaccard")
+PARTS = ("heldout", "classify", "caption", "caption-dev", "jaccard")
+#: The rankings compared on the dev scenes: the library's criteria, the signed logit lens
+#: (``logit_lens_z``) included, since suppression needs heads that write the colours *up*.
+DEV_CRITERIA = ("specificity", "evr", "logit_lens", "logit_lens_z")
+#: Where head outputs are pooled for the dev rankings (see ``caption_dev.json`` above).
+DEV_POOLINGS = ("image", "caption")
 COLOURS = "colours"
+#: The bar of the testbed: the selected heads cut accuracy to at most this share of baseline
+#: while at least CONTROL_SHARE of the control sets keep at least CONTROL_KEEP of it, ...
+CUT, CONTROL_KEEP, CONTROL_SHARE = 0.5, 0.8, 0.95
+#: ... and suppressing colours leaves at most this many of them, with this non-colour CIDEr.
+COLOUR_CUT, RETENTION = 0.3, 0.8
 N_NULL_DRAWS = 10_000
 N_EXAMPLES = 4
 
@@ -78,6 +96,20 @@ def ranking_path(out: Path, name: str, criterion: str) -> Path:
     return out / f"ranking_{name}_{criterion}.json"
 
 
+def saved_rankings(
+    out: Path, name: str, criteria: list[str], fingerprint: str
+) -> dict[str, HeadRanking]:
+    """The rankings of ``name`` in ``out`` that were made on the model with ``fingerprint``."""
+    known = {}
+    for criterion in criteria:
+        path = ranking_path(out, name, criterion)
+        if path.is_file():
+            ranking = HeadRanking.load(path)
+            if ranking.fingerprint == fingerprint:
+                known[criterion] = ranking
+    return known
+
+
 def get_rankings(
     loaded: Any,
     out: Path,
@@ -90,17 +122,131 @@ def get_rankings(
     this model (same fingerprint), otherwise computed from one capture and saved."""
     from headpursuit.evaluation.vision.classify import rank_all
 
-    known = {}
-    for criterion in criteria:
-        path = ranking_path(out, name, criterion)
-        if path.is_file():
-            ranking = HeadRanking.load(path)
-            if ranking.fingerprint == loaded.fingerprint:
-                known[criterion] = ranking
+    known = saved_rankings(out, name, criteria, loaded.fingerprint)
     rankings = rank_all(loaded, select, words, criteria, concept=name, rankings=known, log=print)
     for criterion, ranking in rankings.items():
         ranking.save(ranking_path(out, name, criterion))
     return rankings
+
+
+def caption_rankings(
+    loaded: Any, out: Path, select: list[data.ImageExample], criteria: list[str]
+) -> dict[str, HeadRanking]:
+    """The colour rankings from head outputs pooled over the text tokens of each selection
+    scene's prompt followed by its reference caption (the positions that write the caption,
+    where the image-token pooling reads the image); saved as ``ranking_colours_caption_*``."""
+    from headpursuit.activations.capture import capture
+    from headpursuit.evaluation.experiment import complete_rankings
+    from headpursuit.evaluation.vision.classify import (
+        concept_token_ids,
+        prompt_for,
+        rank_image_heads,
+    )
+
+    name = f"{COLOURS}_caption"
+
+    def activations() -> Any:
+        print(f"Capturing {len(select)} selection scenes with their captions (text pooling)...")
+        return capture(
+            loaded,
+            [prompt_for(loaded, e.question) + e.answer for e in select],
+            images=[e.image for e in select],
+            pooling="text",
+            progress=False,
+        )
+
+    token_ids = concept_token_ids(loaded, data.COLOUR_NAMES, COLOURS)
+    rankings = complete_rankings(
+        criteria,
+        saved_rankings(out, name, criteria, loaded.fingerprint),
+        activations,
+        lambda pooled, criterion: rank_image_heads(
+            loaded, pooled, token_ids, concept=COLOURS, criterion=criterion
+        ),
+        concept=COLOURS,
+        log=print,
+    )
+    for criterion, ranking in rankings.items():
+        ranking.save(ranking_path(out, name, criterion))
+    return rankings
+
+
+def choose_caption_setting(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The dev rule: among the settings that cut colour words to ≤ ``COLOUR_CUT`` of the
+    unmodified model, the one with the highest non-colour CIDEr retention (ties: the smaller
+    k, then the earlier row). ``None`` when no setting cuts colour words that far.
+
+    ``rows``: ``{"pooling", "criterion", "k", "colour", "retention", ...}`` per setting."""
+    cut = [r for r in rows if r["colour"] <= COLOUR_CUT]
+    if not cut:
+        return None
+    best = max(r["retention"] for r in cut)
+    return min((r for r in cut if r["retention"] == best), key=lambda r: r["k"])
+
+
+def run_caption_dev(loaded: Any, args: argparse.Namespace, common: dict[str, Any]) -> None:
+    """The ``caption-dev`` part (module doc): the dev sweep, the rule, the test run."""
+    from headpursuit.evaluation.vision.caption import caption_images, caption_scores, run_caption
+    from headpursuit.steering.hooks import steer
+
+    criteria = list(DEV_CRITERIA)
+    select = data.shapes("select", args.n_select)
+    dev = data.shapes("select", args.n_select + args.n_dev)[args.n_select :]
+    by_pooling = {
+        "image": get_rankings(loaded, args.out, COLOURS, select, data.COLOUR_NAMES, criteria),
+        "caption": caption_rankings(loaded, args.out, select, criteria),
+    }
+
+    def scores() -> dict[str, float]:
+        captions = caption_images(loaded, dev, max_new_tokens=args.caption_tokens)
+        found = caption_scores(captions, dev, data.COLOUR_NAMES)
+        return {metric: float(values.sum()) for metric, values in found.items()}
+
+    base = scores()
+    rows = []
+    for pooling, rankings in by_pooling.items():
+        for criterion in criteria:
+            for k in [int(k) for k in args.dev_ks.split(",")]:
+                with steer(loaded.model, rankings[criterion].top(k), CAPTIONS["suppress"]):
+                    arm = scores()
+                rows.append(
+                    {
+                        "pooling": pooling,
+                        "criterion": criterion,
+                        "k": k,
+                        "colour": arm["concept_words"] / base["concept_words"],
+                        "retention": arm["cider_non_concept"] / base["cider_non_concept"],
+                        "cider": arm["cider"] / base["cider"],
+                    }
+                )
+                print("caption-dev", json.dumps(rows[-1]), flush=True)
+    chosen = choose_caption_setting(rows)
+    payload = {
+        "n_dev": len(dev),
+        "dev_scenes": f"'select' split, scenes {args.n_select}–{args.n_select + len(dev) - 1}",
+        "baseline": base,
+        "rows": rows,
+        "chosen": chosen,
+    }
+    (args.out / "caption_dev.json").write_text(json.dumps(payload, indent=1))
+    if chosen is None:
+        (args.out / "caption_dev_choice.json").unlink(missing_ok=True)
+        return
+    ranking = by_pooling[chosen["pooling"]][chosen["criterion"]]
+    result = run_caption(
+        loaded,
+        select,
+        data.shapes("test", args.n_caption),
+        words=data.COLOUR_NAMES,
+        concept=COLOURS,
+        rankings={ranking.criterion: ranking},
+        alphas=[CAPTIONS["suppress"]],
+        max_new_tokens=args.caption_tokens,
+        **{**common, "criterion": ranking.criterion, "comparisons": [], "percents": []},
+        ks=[chosen["k"]],
+    )
+    result.config["pooling"] = chosen["pooling"]
+    result.save(args.out / "caption_dev_choice.json")
 
 
 def nontarget_sets(name: str, chosen: list[str], mode: str) -> list[str]:
@@ -199,6 +345,9 @@ def run(args: argparse.Namespace) -> None:
             **common,
         )
         print("classify", name, elapsed(), flush=True)
+    if "caption-dev" in only:
+        run_caption_dev(loaded, args, common)
+        print("caption-dev", elapsed(), flush=True)
     if "caption" in only or "jaccard" in only:
         select = data.shapes("select", args.n_select)
         rankings[COLOURS] = get_rankings(
@@ -409,6 +558,65 @@ def _caption_section(out: Path) -> list[str]:
     return lines
 
 
+def _caption_dev_section(out: Path) -> list[str]:
+    path = out / "caption_dev.json"
+    if not path.is_file():
+        return []
+    payload = json.loads(path.read_text())
+    rows = payload["rows"]
+    ks = sorted({r["k"] for r in rows})
+    lines = [
+        "### Caption suppression: the protocol chosen on dev scenes",
+        "",
+        f"Each ranking's top-k heads flipped (α = −1) on {payload['n_dev']} dev scenes "
+        f"({payload['dev_scenes']}; disjoint from the selection scenes and from the test "
+        "scenes). Cell: colour words / non-colour CIDEr retention, both as shares of the "
+        "unmodified model. Pooling: head outputs averaged over the image tokens (as above), "
+        "or over the text tokens of the prompt followed by the scene's reference caption. "
+        f"Rule, fixed before the test run: among the settings with colour words ≤ "
+        f"{COLOUR_CUT}, the highest non-colour retention.",
+        "",
+        "| pooling | criterion | " + " | ".join(f"k={k}" for k in ks) + " |",
+        "|---|---|" + "---|" * len(ks),
+    ]
+    for pooling, criterion in dict.fromkeys((r["pooling"], r["criterion"]) for r in rows):
+        cells = {
+            r["k"]: f"{_num(r['colour'])} / {_num(r['retention'])}"
+            for r in rows
+            if (r["pooling"], r["criterion"]) == (pooling, criterion)
+        }
+        lines.append(
+            f"| {pooling} | {criterion} | " + " | ".join(cells.get(k, "–") for k in ks) + " |"
+        )
+    chosen = payload["chosen"]
+    if chosen is None:
+        lines += ["", f"No setting cuts colour words to ≤ {COLOUR_CUT} on the dev scenes."]
+        return lines
+    lines += [
+        "",
+        f"Chosen on dev: {chosen['pooling']} pooling, {chosen['criterion']}, k={chosen['k']} "
+        f"(dev: colour words {_num(chosen['colour'])}, non-colour retention "
+        f"{_num(chosen['retention'])}).",
+    ]
+    test = out / "caption_dev_choice.json"
+    if test.is_file():
+        result = ExperimentResult.load(test)
+        colour = next(r for r in result.summary("concept_words") if r["arm"] == "selected")
+        lines += [
+            "",
+            f"On the {result.config.get('n_items')} test scenes (columns as in the caption table above):",
+            "",
+            "| heads | k | colour words [95% CI] | controls mean (p5–p95, n) | p | "
+            "CIDEr retention [95% CI] | non-colour CIDEr retention [95% CI] |",
+            "|---|---|---|---|---|---|---|",
+            f"| {chosen['pooling']} pooling, {chosen['criterion']} | {colour['k']} | "
+            f"{_ci(colour)} | {_controls(colour)} | {_p(colour['p'])} | "
+            f"{_arm_ci(result.summary('cider'), colour)} | "
+            f"{_arm_ci(result.summary('cider_non_concept'), colour)} |",
+        ]
+    return lines
+
+
 def _jaccard_section(out: Path) -> list[str]:
     path = out / "jaccard.json"
     if not path.is_file():
@@ -473,13 +681,6 @@ def _heldout_section(out: Path) -> list[str]:
         f"| {captions['n']} |"
     )
     return lines
-
-
-#: The bar of the testbed: the selected heads cut accuracy to at most this share of baseline
-#: while at least CONTROL_SHARE of the control sets keep at least CONTROL_KEEP of it, ...
-CUT, CONTROL_KEEP, CONTROL_SHARE = 0.5, 0.8, 0.95
-#: ... and suppressing colours leaves at most this many of them, with this non-colour CIDEr.
-COLOUR_CUT, RETENTION = 0.3, 0.8
 
 
 def classify_bar(result: ExperimentResult) -> list[dict[str, Any]]:
@@ -556,6 +757,19 @@ def _bar_section(out: Path) -> list[str]:
                 f"- caption suppression k={row['k']}: colour words {_num(row['value'])}, "
                 f"non-colour CIDEr retention {_num(kept)}: {'met' if met else 'not met'}"
             )
+    path = out / "caption_dev_choice.json"
+    if path.is_file():
+        result = ExperimentResult.load(path)
+        summaries = {m: result.summary(m) for m in ("concept_words", "cider_non_concept")}
+        colour = next(r for r in summaries["concept_words"] if r["arm"] == "selected")
+        kept = next(r for r in summaries["cider_non_concept"] if r["arm"] == "selected")
+        met = colour["value"] <= COLOUR_CUT and kept["value"] >= RETENTION
+        lines.append(
+            f"- caption suppression, protocol chosen on dev ({result.config.get('pooling')} "
+            f"pooling, {result.config.get('criterion')} k={colour['k']}): colour words "
+            f"{_num(colour['value'])}, non-colour CIDEr retention {_num(kept['value'])}: "
+            f"{'met' if met else 'not met'}"
+        )
     path = out / "jaccard.json"
     if path.is_file():
         rows = json.loads(path.read_text())["rows"]
@@ -590,7 +804,13 @@ def render(out: Path) -> str:
         "Model: `tiny-vlm` (docs/vlm.md); numbers from the artifacts of",
         f"`{command}`, this block written by the same command with `--render`.",
     ]
-    sections = (_heldout_section, _bar_section, _classify_section, _caption_section)
+    sections = (
+        _heldout_section,
+        _bar_section,
+        _classify_section,
+        _caption_section,
+        _caption_dev_section,
+    )
     for section in (*sections, _jaccard_section):
         part = section(out)
         if part:
@@ -648,6 +868,8 @@ def main() -> None:
         help=f"caption experiments to run, any of {', '.join(CAPTIONS)}",
     )
     parser.add_argument("--caption-tokens", type=int, default=14)
+    parser.add_argument("--n-dev", type=int, default=100, help="dev scenes (caption-dev)")
+    parser.add_argument("--dev-ks", default="1,2,3,4,5,6,8", help="k swept on the dev scenes")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--only", default=",".join(PARTS), help="parts to run (a subset, comma-separated)"

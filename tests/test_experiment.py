@@ -181,3 +181,35 @@ def test_vlm_script_refuses_unknown_parts_before_any_work(
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert option in message and named in message and "choose from" in message
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_caption_dev_rule_takes_the_best_retention_among_settings_that_cut_colours():
+    script = _vlm_script()
+
+    def row(criterion, k, colour, retention):
+        return {
+            "pooling": "image",
+            "criterion": criterion,
+            "k": k,
+            "colour": colour,
+            "retention": retention,
+        }
+
+    rows = [
+        row("a", 1, 0.9, 0.99),  # keeps the caption but not below the colour cut
+        row("a", 3, 0.30, 0.60),  # at the cut: eligible
+        row("b", 5, 0.10, 0.75),  # the best retention among the eligible
+        row("b", 4, 0.20, 0.75),  # ... tied: the smaller k wins
+        row("c", 8, 0.00, 0.05),
+    ]
+    assert script.choose_caption_setting(rows) == rows[3]
+    assert script.choose_caption_setting(rows[:1]) is None
+    assert script.choose_caption_setting([row("a", 2, 0.31, 1.0), rows[1]]) == rows[1]
+
+
+def test_results_md_vlm_block_is_what_render_writes_from_the_shipped_artifacts():
+    script = _vlm_script()
+    block = script.current_block()
+    assert block, "docs/results.md has no VLM block"
+    expected = f"{script.BEGIN}\n{script.render(script.ROOT / 'results' / 'vlm')}{script.END}"
+    assert block == expected, "rerun: .venv/bin/python scripts/vlm_experiments.py --render"
