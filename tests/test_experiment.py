@@ -142,19 +142,22 @@ def test_control_values_are_the_controls_normalised_accuracies():
     assert result.control_values(3, -1.0, "target") == []  # no arm at k = 3
 
 
-def _vlm_script():
+def _vlm_script(name: str = "vlm_experiments"):
     import importlib.util
+    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "vlm_experiments.py"
-    spec = importlib.util.spec_from_file_location("vlm_experiments", path)
+    folder = Path(__file__).resolve().parent.parent / "scripts"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))  # vlm_experiments imports its sibling vlm_results
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_classify_bar_counts_the_controls_that_keep_accuracy():
-    script = _vlm_script()
+    script = _vlm_script("vlm_results")
     result = _planted(nontarget_selected=0.9)
     (row,) = script.classify_bar(result)
     assert row["selected"] == pytest.approx(0.3)
@@ -208,7 +211,7 @@ def test_caption_dev_rule_takes_the_best_retention_among_settings_that_cut_colou
 
 
 def test_results_md_vlm_block_is_what_render_writes_from_the_shipped_artifacts():
-    script = _vlm_script()
+    script = _vlm_script("vlm_results")
     block = script.current_block()
     assert block, "docs/results.md has no VLM block"
     expected = f"{script.BEGIN}\n{script.render(script.ROOT / 'results' / 'vlm')}{script.END}"
