@@ -475,6 +475,17 @@ def main() -> None:
             parser.error(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(valid)}")
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    for option, given, kind in (
+        ("--percents", args.percents, float),
+        ("--caption-percents", args.caption_percents, float),
+        ("--dev-ks", args.dev_ks, int),
+    ):
+        try:
+            values = [kind(v) for v in given.split(",")]
+        except ValueError:
+            values = []
+        if not values or min(values) <= 0:
+            parser.error(f"{option}: expected positive {kind.__name__}s like 1,3, not {given!r}")
     args.out = args.out.resolve()
     if args.render:
         write_block(render(args.out), args.results_md)

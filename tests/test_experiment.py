@@ -170,11 +170,17 @@ def test_classify_bar_counts_the_controls_that_keep_accuracy():
 
 
 @pytest.mark.parametrize(
-    ("option", "value", "named"),
-    [("--captions", "suppress,amplfy", "amplfy"), ("--only", "classify,captions", "captions")],
+    ("option", "value", "named", "hint"),
+    [
+        ("--captions", "suppress,amplfy", "amplfy", "choose from"),
+        ("--only", "classify,captions", "captions", "choose from"),
+        ("--dev-ks", "1,x", "1,x", "expected positive"),
+        ("--percents", "0,1", "0,1", "expected positive"),
+        ("--jobs", "0", "0", "at least 1"),
+    ],
 )
-def test_vlm_script_refuses_unknown_parts_before_any_work(
-    option, value, named, tmp_path, monkeypatch, capsys
+def test_vlm_script_refuses_bad_options_before_any_work(
+    option, value, named, hint, tmp_path, monkeypatch, capsys
 ):
     script = _vlm_script()
     monkeypatch.setattr("sys.argv", ["vlm_experiments.py", "--out", str(tmp_path), option, value])
@@ -182,7 +188,7 @@ def test_vlm_script_refuses_unknown_parts_before_any_work(
         script.main()
     assert stop.value.code == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert option in message and named in message and "choose from" in message
+    assert option in message and named in message and hint in message
     assert not any(tmp_path.iterdir())  # nothing written
 
 
