@@ -248,8 +248,6 @@ def run(args: argparse.Namespace) -> None:
     percents = [float(p) for p in args.percents.split(",")]
     caption_percents = [float(p) for p in args.caption_percents.split(",")]
     chosen = list(data.DATASETS) if args.datasets == "all" else args.datasets.split(",")
-    for name in chosen:
-        data.get_dataset(name)  # an unknown name fails here, before the model loads
     only = set(args.only.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -353,14 +351,14 @@ def work_units(args: argparse.Namespace) -> list[argparse.Namespace]:
     only = [part for part in PARTS if part in args.only.split(",") and part != "jaccard"]
     chosen = list(data.DATASETS) if args.datasets == "all" else args.datasets.split(",")
     captions = [part for part in only if part.startswith("caption")]
-    units = [("caption", ",".join(captions), args.datasets)] if captions else []
+    units = [(",".join(captions), args.datasets)] if captions else []
     if "classify" in only:
-        units += [("classify", "classify", name) for name in chosen]
+        units += [("classify", name) for name in chosen]
     if "heldout" in only:
-        units.append(("heldout", "heldout", args.datasets))
+        units.append(("heldout", args.datasets))
     return [
         argparse.Namespace(**{**vars(args), "only": parts, "datasets": datasets, "jobs": 1})
-        for _, parts, datasets in units
+        for parts, datasets in units
     ]
 
 
