@@ -490,8 +490,13 @@ def main() -> None:
         print(f"wrote the VLM block of {args.results_md}")
         return
     if args.datasets != "all":
+        from headpursuit.errors import InputError
+
         for name in args.datasets.split(","):
-            data.get_dataset(name)  # an unknown name fails here, before any model loads
+            try:
+                data.get_dataset(name)  # an unknown name fails here, before any model loads
+            except InputError as error:
+                parser.error(f"--datasets: {error}")
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["scripts/vlm_experiments.py", *sys.argv[1:]])
     (args.out / "command.json").write_text(json.dumps({"command": command}))

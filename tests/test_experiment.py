@@ -177,6 +177,7 @@ def test_classify_bar_counts_the_controls_that_keep_accuracy():
         ("--dev-ks", "1,x", "1,x", "expected positive"),
         ("--percents", "0,1", "0,1", "expected positive"),
         ("--jobs", "0", "0", "at least 1"),
+        ("--datasets", "digits,digitz", "digitz", "choose one of"),
     ],
 )
 def test_vlm_script_refuses_bad_options_before_any_work(
