@@ -133,13 +133,14 @@ def test_load_model_assembles_the_shipped_weights(tiny_vlm):
 
 @pytest.mark.slow
 def test_shipped_weights_see_the_images(tiny_vlm):
-    """The shipped model answers held-out images it never trained on: digits and land cover
-    mostly right (held-out accuracy 0.95 and 0.99 on 300 images at training time), and
-    captions name the scene's colours, checked word by word against the drawn scene."""
+    """The shipped model answers held-out images it never trained on: digits, land cover and
+    Fashion-MNIST mostly right (held-out accuracy 0.98, 0.99 and 0.80 on 300 images at
+    training time; 39, 39 and 30 of these 40), and captions name the scene's colours left to
+    right, checked word by word against the drawn scene (0.92 of 300; 19 of these 20)."""
     from headpursuit.evaluation.vision.caption import caption_images
     from headpursuit.evaluation.vision.classify import accuracy
 
-    for name, floor in (("digits", 0.8), ("eurosat_like", 0.8)):
+    for name, floor in (("digits", 0.8), ("eurosat_like", 0.8), ("fashion", 0.7)):
         examples = data.load_split(name, "test", 40)
         names = list(data.get_dataset(name).class_names)
         _, answers = accuracy(tiny_vlm, examples, names)
@@ -151,7 +152,7 @@ def test_shipped_weights_see_the_images(tiny_vlm):
     palette = set(data.SHAPE_COLOURS)
     named = [[w for w in c.lower().split() if w in palette] for c in captions]
     truth = [[w for w in e.answer.split() if w in palette] for e in scenes]
-    assert sum(n == t for n, t in zip(named, truth, strict=True)) >= 12, captions
+    assert sum(n == t for n, t in zip(named, truth, strict=True)) >= 16, captions
 
 
 @pytest.mark.slow
