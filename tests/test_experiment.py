@@ -169,6 +169,32 @@ def test_classify_bar_counts_the_controls_that_keep_accuracy():
     assert row["controls_kept"] == pytest.approx(18 / 20) and not row["met"]
 
 
+def test_jaccard_bar_compares_means_and_names_the_most_overlapping_other_pair(tmp_path):
+    import json
+
+    script = _vlm_script("vlm_results")
+
+    def row(a: str, b: str, jaccard: float, similar: bool) -> dict:
+        return {"k": 3, "a": a, "b": b, "jaccard": jaccard, "null_mean": 0.01, "p": 0.001,
+                "similar": similar}  # fmt: skip
+
+    rows = [
+        row("digits", "svhn_like", 0.5, True),
+        row("eurosat_like", "resisc_like", 0.5, True),
+        row("fashion", "dtd_like", 1.0, False),
+        *(row("digits", other, 0.0, False) for other in ("fashion", "gtsrb_like", "dtd_like")),
+    ]
+    (tmp_path / "jaccard.json").write_text(json.dumps({"rows": rows}))
+    (line,) = [x for x in script._bar_section(tmp_path) if x.startswith("- Jaccard")]
+    # Means 0.50 against 0.25: met, but a dissimilar pair overlaps fully and is named.
+    assert "vs other pairs 0.25 (highest 1.00, fashion/dtd_like)" in line
+    assert line.endswith("met on the means")
+    rows[2]["jaccard"] = rows[3]["jaccard"] = 1.0  # now the other pairs' mean is 0.50
+    (tmp_path / "jaccard.json").write_text(json.dumps({"rows": rows}))
+    (line,) = [x for x in script._bar_section(tmp_path) if x.startswith("- Jaccard")]
+    assert line.endswith("not met")
+
+
 @pytest.mark.parametrize(
     ("option", "value", "named", "hint"),
     [
