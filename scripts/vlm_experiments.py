@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from vlm_results import CAPTIONS, COLOUR_CUT, RESULTS_MD, render, write_block  # noqa: E402
 
+from headpursuit.errors import InputError  # noqa: E402
 from headpursuit.evaluation.experiment import heads_for_percent  # noqa: E402
 from headpursuit.evaluation.vision import data  # noqa: E402
 from headpursuit.ranking.controls import jaccard, random_jaccard  # noqa: E402
@@ -232,6 +233,11 @@ def nontarget_sets(name: str, chosen: list[str], mode: str) -> list[str]:
     return []
 
 
+def dataset_names(spec: str) -> list[str]:
+    """``--datasets`` as a list of registry names (``"all"``: every dataset)."""
+    return list(data.DATASETS) if spec == "all" else spec.split(",")
+
+
 def run(args: argparse.Namespace) -> None:
     """Every experiment named in ``--only``, writing the artifacts listed in the module doc."""
     from headpursuit import load_model
@@ -247,7 +253,7 @@ def run(args: argparse.Namespace) -> None:
     criteria = list(dict.fromkeys([criterion, *comparisons]))
     percents = [float(p) for p in args.percents.split(",")]
     caption_percents = [float(p) for p in args.caption_percents.split(",")]
-    chosen = list(data.DATASETS) if args.datasets == "all" else args.datasets.split(",")
+    chosen = dataset_names(args.datasets)
     only = set(args.only.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -349,7 +355,7 @@ def work_units(args: argparse.Namespace) -> list[argparse.Namespace]:
     (they share the colour rankings). Jaccard is left out: it reads every ranking, so it
     runs after them."""
     only = [part for part in PARTS if part in args.only.split(",") and part != "jaccard"]
-    chosen = list(data.DATASETS) if args.datasets == "all" else args.datasets.split(",")
+    chosen = dataset_names(args.datasets)
     captions = [part for part in only if part.startswith("caption")]
     units = [(",".join(captions), args.datasets)] if captions else []
     if "classify" in only:
@@ -489,14 +495,11 @@ def main() -> None:
         write_block(render(args.out), args.results_md)
         print(f"wrote the VLM block of {args.results_md}")
         return
-    if args.datasets != "all":
-        from headpursuit.errors import InputError
-
-        for name in args.datasets.split(","):
-            try:
-                data.get_dataset(name)  # an unknown name fails here, before any model loads
-            except InputError as error:
-                parser.error(f"--datasets: {error}")
+    for name in dataset_names(args.datasets):
+        try:
+            data.get_dataset(name)  # an unknown name fails here, before any model loads
+        except InputError as error:
+            parser.error(f"--datasets: {error}")
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["scripts/vlm_experiments.py", *sys.argv[1:]])
     (args.out / "command.json").write_text(json.dumps({"command": command}))
