@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
 
 import torch
 from qa_common import MODELS
+
+from headpursuit.evaluation.stats import format_p
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "qa"  # the same folder as qa_common.RESULTS
@@ -133,10 +134,6 @@ def run_model(
 
 def _cell(row: dict) -> str:
     return f"{row['value']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
-
-
-def _p(value: float) -> str:
-    return "" if math.isnan(value) else f"{value:.3f}"
 
 
 def _evr_comparison(result, rows: list[dict]) -> list[str]:
@@ -259,7 +256,7 @@ def render() -> str:
                         f"| {k} | {alpha:g} | {name} | {_cell(target)} | "
                         + " | ".join(_cell(r) for r in others)
                         + f" | {target['controls_p5']:.2f}–{target['controls_p95']:.2f} | "
-                        f"{_p(target['p'])} | {_p(min(r['p'] for r in others))} |"
+                        f"{format_p(target['p'])} | {format_p(min(r['p'] for r in others))} |"
                     )
             lines.append("")
             drawn: dict[tuple, list[tuple[str, ...]]] = {}
@@ -354,8 +351,8 @@ def render() -> str:
     lines.append("|---|---|---|---|---|---|---|")
     for model, concept, v in verdict_rows:
         lines.append(
-            f"| {model} | {concept} | {v['k']} | {v['alpha']:g} | {v['target_p']:.3f} | "
-            f"{_p(v['nontarget_p'])} | {'yes' if v['specific'] else 'no'} |"
+            f"| {model} | {concept} | {v['k']} | {v['alpha']:g} | {format_p(v['target_p'])} | "
+            f"{format_p(v['nontarget_p'])} | {'yes' if v['specific'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -384,7 +381,7 @@ def main() -> None:
                 [float(a) for a in args.alphas.split(",")] if args.alphas else None,
                 [float(p) for p in args.percents.split(",")] if args.percents else None,
             )
-    from vlm_experiments import current_block
+    from vlm_results import current_block
 
     # The VLM block that scripts/vlm_experiments.py --render wrote stays as it is.
     block = current_block(DOC)

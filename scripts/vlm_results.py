@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from headpursuit.evaluation.experiment import ExperimentResult  # noqa: E402
+from headpursuit.evaluation.stats import format_p  # noqa: E402
 from headpursuit.evaluation.vision import data  # noqa: E402
 
 BEGIN, END = "<!-- vlm-results:begin -->", "<!-- vlm-results:end -->"
@@ -60,12 +61,6 @@ def _shown(path: Path) -> Path:
 
 def _num(value: float, digits: int = 2) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
-def _p(value: float) -> str:
-    if math.isnan(value):
-        return "–"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def _ci(row: dict[str, Any]) -> str:
@@ -115,7 +110,7 @@ def _classify_section(out: Path) -> list[str]:
             )
             lines.append(
                 f"| {name} ({stands_for}) | {_num(base)} | {k} | {_ci(selected)} | "
-                f"{_controls(selected)} | {_p(selected['p'])} | "
+                f"{_controls(selected)} | {format_p(selected['p'])} | "
                 f"{_num(target['evr']['value']) if 'evr' in target else '–'} | "
                 f"{_num(target['logit_lens']['value']) if 'logit_lens' in target else '–'} | "
                 f"{nontarget or '–'} | {PAPER_CLASSIFY.get(stands_for, '')} |"
@@ -124,8 +119,8 @@ def _classify_section(out: Path) -> list[str]:
             if verdict["specific"] is not None:
                 verdicts.append(
                     f"{name} k={verdict['k']}: significant={verdict['significant']}, "
-                    f"specific={verdict['specific']} (target p={_p(verdict['target_p'])}, "
-                    f"lowest non-target p={_p(verdict['nontarget_p'])})"
+                    f"specific={verdict['specific']} (target p={format_p(verdict['target_p'])}, "
+                    f"lowest non-target p={format_p(verdict['nontarget_p'])})"
                 )
     config = ExperimentResult.load(files[0]).config
     lines += [
@@ -178,7 +173,7 @@ def _caption_section(out: Path) -> list[str]:
             selected = row["arm"] == "selected"
             lines.append(
                 f"| {label} (α = {row['alpha']:g}) | {row['k']} | {row['arm']} | {_ci(row)} | "
-                f"{_controls(row) if selected else '–'} | {_p(row['p'])} | "
+                f"{_controls(row) if selected else '–'} | {format_p(row['p'])} | "
                 f"{_arm_ci(summaries['cider'], row)} | "
                 f"{_arm_ci(summaries['cider_non_concept'], row)} | "
                 f"{PAPER_CAPTION[label] if selected else ''} |"
@@ -259,7 +254,7 @@ def _caption_dev_section(out: Path) -> list[str]:
             "CIDEr retention [95% CI] | non-colour CIDEr retention [95% CI] |",
             "|---|---|---|---|---|---|---|",
             f"| {chosen['pooling']} pooling, {chosen['criterion']} | {colour['k']} | "
-            f"{_ci(colour)} | {_controls(colour)} | {_p(colour['p'])} | "
+            f"{_ci(colour)} | {_controls(colour)} | {format_p(colour['p'])} | "
             f"{_arm_ci(result.summary('cider'), colour)} | "
             f"{_arm_ci(result.summary('cider_non_concept'), colour)} |",
         ]
@@ -300,7 +295,7 @@ def _jaccard_section(out: Path) -> list[str]:
                 if j <= i or row is None:
                     cells.append("")
                     continue
-                text = f"{row['jaccard']:.2f} ({_p(row['p'])})"
+                text = f"{row['jaccard']:.2f} ({format_p(row['p'])})"
                 cells.append(f"**{text}**" if row["similar"] else text)
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
     return lines
@@ -436,7 +431,7 @@ def _bar_section(out: Path) -> list[str]:
             top = max(other, key=lambda r: r["jaccard"])
             lines.append(
                 f"- Jaccard k={k}: similar pairs {mean_similar:.2f} (p "
-                + ", ".join(_p(r["p"]) for r in similar)
+                + ", ".join(format_p(r["p"]) for r in similar)
                 + f") vs other pairs {mean_other:.2f} (highest {top['jaccard']:.2f}, "
                 + f"{top['a']}/{top['b']}), null {similar[0]['null_mean']:.2f}: "
                 + ("met on the means" if met else "not met")

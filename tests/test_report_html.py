@@ -133,7 +133,7 @@ def test_steering_html_marks_the_changed_words():
     assert '<mark class="hp-ins">London</mark>' in text
     assert text.count('class="hp-ins"') == 1  # the control's output is unchanged
     # steered: 1/7 of the words changed; the one control: none; p = (1 + 0) / (1 + 1).
-    assert "steered vs 1 control set(s): p = 0.5" in text
+    assert "steered vs 1 control set(s): p = 0.500" in text
 
 
 def test_steering_html_with_many_controls_folds_the_extra_columns():
@@ -152,7 +152,7 @@ def test_experiment_html_draws_every_control_set():
         counts = [int(n) for n in re.findall(r"<title>(\d+) control set\(s\) in", panel)]
         assert sum(counts) == 20
     # The selected heads fall below all 20 controls on the target set: p = 1 / 21.
-    assert text.count("colors (target): p = 0.0476") == 2
+    assert text.count("colors (target): p = 0.048") == 2
     assert "<td class='hp-yes'>yes</td>" in text
 
 

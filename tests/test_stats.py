@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from headpursuit.evaluation.stats import bootstrap_ratio_ci, cluster_index, control_p_value
+from headpursuit.evaluation.stats import (
+    bootstrap_ratio_ci,
+    cluster_index,
+    control_p_value,
+    format_p,
+)
 
 
 def test_control_p_value_counts_controls_at_least_as_extreme():
@@ -18,6 +23,15 @@ def test_control_p_value_counts_controls_at_least_as_extreme():
     assert control_p_value(0.95, controls, larger=True) == pytest.approx(3 / 6)
     # With 20 controls all less extreme, p = 1/21 < 0.05.
     assert control_p_value(0.0, [0.5] * 20, larger=False) == pytest.approx(1 / 21)
+
+
+def test_format_p_writes_three_decimals_a_floor_and_a_dash_for_missing():
+    assert format_p(1 / 21) == "0.048"
+    assert format_p(1.0) == "1.000"
+    assert format_p(0.0004) == "< 0.001"
+    assert format_p(0.001) == "0.001"
+    assert format_p(float("nan")) == "–"
+    assert format_p(None) == "–"
 
 
 def test_cluster_index_orders_by_first_appearance():

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..evaluation.stats import format_p
 from ..protocol import DEFAULT_ALPHA
 from .common import (
     DeviceMapOption,
@@ -163,7 +164,7 @@ def _specificity_check(loaded: Any, ranking: Any, top_k: int, out_dir: Path) -> 
         typer.echo(
             f"  {row['set']:<10} ({row['role']:<9}) still right: {row['value']:.2f} "
             f"[95% CI {row['low']:.2f}, {row['high']:.2f}]; random heads "
-            f"{row['controls_p5']:.2f}-{row['controls_p95']:.2f} (5th-95th pct); p = {row['p']:.3f}"
+            f"{row['controls_p5']:.2f}-{row['controls_p95']:.2f} (5th-95th pct); p = {format_p(row['p'])}"
         )
     for verdict in result.verdicts():
         typer.echo(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..errors import InputError
+from ..evaluation.stats import format_p
 from ..protocol import DEFAULT_ALPHA
 from .common import (
     DeviceMapOption,
@@ -129,15 +129,14 @@ def _word_experiment(
 def _print_table(result: Any, metric: str | None = None) -> None:
     typer.echo(
         f"{'set':<10} {'role':<9} {'k':>3} {'alpha':>5} {'arm':<12} {'value':>6} "
-        f"{'95% CI':>15} {'controls p5-p95':>15} {'p':>6}"
+        f"{'95% CI':>15} {'controls p5-p95':>15} {'p':>7}"
     )
     for row in result.summary(metric):
-        p = "" if math.isnan(row["p"]) else f"{row['p']:.3f}"
         ci = f"[{row['low']:.3f}, {row['high']:.3f}]"
         spread = f"{row['controls_p5']:.3f}-{row['controls_p95']:.3f}"
         typer.echo(
             f"{row['set']:<10} {row['role']:<9} {row['k']:>3} {row['alpha']:>5g} "
-            f"{row['arm']:<12} {row['value']:>6.3f} {ci:>15} {spread:>15} {p:>6}"
+            f"{row['arm']:<12} {row['value']:>6.3f} {ci:>15} {spread:>15} {format_p(row['p']):>7}"
         )
 
 
@@ -157,13 +156,13 @@ def print_experiment(result: Any, output: Path | None = None, also: tuple[str, .
             word = "significant" if verdict["significant"] else "not significant"
             typer.echo(
                 f"k={verdict['k']} alpha={verdict['alpha']:g}: {word} "
-                f"(target p={verdict['target_p']:.3f}, {result.direction} expected)"
+                f"(target p={format_p(verdict['target_p'])}, {result.direction} expected)"
             )
             continue
         word = "specific" if verdict["specific"] else "not specific"
         typer.echo(
             f"k={verdict['k']} alpha={verdict['alpha']:g}: {word} "
-            f"(target p={verdict['target_p']:.3f}, lowest non-target p={verdict['nontarget_p']:.3f})"
+            f"(target p={format_p(verdict['target_p'])}, lowest non-target p={format_p(verdict['nontarget_p'])})"
         )
     if output is not None:
         typer.echo(f"Wrote {output}")

@@ -9,10 +9,12 @@
   least as large as the selected heads' effect, counted as ``(1 + b) / (1 + R)`` so that
   it is never 0 and is a valid p-value (Phipson & Smyth 2010): with R = 20 control sets
   the smallest possible value is 1/21 ≈ 0.048.
+* :func:`format_p` -- how every table, report and CLI line writes a p-value.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,6 +87,13 @@ def control_p_value(selected: float, controls: Sequence[float], *, larger: bool 
         raise InputError("A p-value needs at least one control set.")
     extreme = values >= selected if larger else values <= selected
     return float((1 + extreme.sum()) / (1 + values.size))
+
+
+def format_p(value: float | None) -> str:
+    """A p-value for people: three decimals, "< 0.001" below that, "–" when not computed."""
+    if value is None or math.isnan(value):
+        return "–"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..evaluation.stats import format_p
 from ..ranking.controls import jaccard
 from ..ranking.explain import Explanation
 from ..ranking.head_ranking import HeadRanking
@@ -181,9 +182,9 @@ def experiment_figure(result: Any) -> Figure:
                 [(x["arm"], x["value"]) for x in here if x["arm"] != "selected"],
                 1.0,
             )
-            p = chosen.get("p", math.nan)
             axes.set_title(
-                f"{set_.name} ({set_.role}), k={k}, α={alpha:g}\np = {p:.3g}", fontsize="small"
+                f"{set_.name} ({set_.role}), k={k}, α={alpha:g}\np = {format_p(chosen.get('p'))}",
+                fontsize="small",
             )
             axes.set_xlabel(f"{result.primary} / unmodified", fontsize="small")
     figure.axes[0].legend(fontsize="x-small", frameon=False)

@@ -24,6 +24,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import InputError
+from ..evaluation.stats import format_p
 from ..ranking.controls import jaccard
 from ..ranking.explain import Explanation, HeadExplanation
 from ..ranking.head_ranking import HeadRanking
@@ -329,7 +330,7 @@ def steering_body(run: SteeringRun) -> str:
         f"{len(run.controls)} matched random control set(s): {_e(controls) or 'none'}</p>"
     )
     effect = steering_effect(run)
-    p = f"p = {fmt(effect.p)}" if run.controls else "no controls"
+    p = f"p = {format_p(effect.p)}" if run.controls else "no controls"
     figure = svg.histogram(
         effect.controls,
         selected=effect.steered,
@@ -415,7 +416,7 @@ def experiment_body(result: Any) -> str:
             here = [r for r in rows if (r["set"], r["k"], r["alpha"]) == (set_.name, k, alpha)]
             chosen = next((r for r in here if r["arm"] == "selected"), None)
             others = [(r["arm"], r["value"]) for r in here if r["arm"] != "selected"]
-            p = "–" if chosen is None else fmt(chosen["p"])
+            p = "–" if chosen is None else format_p(chosen["p"])
             figures.append(
                 svg.histogram(
                     _control_effects(result, k, alpha, set_.name),
