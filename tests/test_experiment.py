@@ -251,6 +251,17 @@ def test_results_md_vlm_block_is_what_render_writes_from_the_shipped_artifacts()
     assert block == expected, "rerun: .venv/bin/python scripts/vlm_experiments.py --render"
 
 
+def test_results_md_is_what_qa_results_render_only_writes(tmp_path, monkeypatch):
+    script = _vlm_script("qa_results")
+    shipped = script.DOC.read_text()
+    doc = tmp_path / "results.md"
+    doc.write_text(shipped)  # main keeps the VLM block of the file it rewrites
+    monkeypatch.setattr(script, "DOC", doc)
+    monkeypatch.setattr("sys.argv", ["qa_results.py", "--render-only"])
+    script.main()
+    assert doc.read_text() == shipped, "rerun: .venv/bin/python scripts/qa_results.py --render-only"
+
+
 def test_vlm_work_units_cover_every_part_once_and_leave_jaccard_for_last(tmp_path, monkeypatch):
     script = _vlm_script()
     monkeypatch.setattr("sys.argv", ["vlm_experiments.py", "--out", str(tmp_path)])
