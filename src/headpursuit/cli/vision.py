@@ -42,7 +42,13 @@ VlmModelOpt = Annotated[
 ]
 SelectOpt = Annotated[int, typer.Option(min=2, help="Images used to select heads.")]
 EvalOpt = Annotated[int, typer.Option(min=1, help="Held-out images to evaluate on.")]
-PositionsOpt = Annotated[str, typer.Option(help="Scale the heads at all, image or text positions.")]
+PositionsOpt = Annotated[
+    str,
+    typer.Option(
+        help="Where the heads are scaled: all, prompt, generated (tokens after the prompt), "
+        "image or text (the prompt's image tokens, or every other position)."
+    ),
+]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
 
 
