@@ -362,6 +362,13 @@ def main() -> None:
         "left grid columns (default) or with the first 8 image tokens of the sequence, which "
         "the language model reads first",
     )
+    parser.add_argument(
+        "--align-weight",
+        type=float,
+        default=1.0,
+        help="stage 1, weight of the projector's alignment to the answers' unembedding rows "
+        "(0: none; the image tokens then learn their place in the vocabulary in stage 2 only)",
+    )
     parser.add_argument("--n-eval", type=int, default=300, help="held-out images per task")
     parser.add_argument("--stop-after", choices=["1", "2"], default="2")
     parser.add_argument(
@@ -375,6 +382,8 @@ def main() -> None:
     if args.stage_2_weight is None:
         args.stage_2_weight = list(STAGE_2_WEIGHTS)  # so the training log records them
     stage_2_weights = parse_weights(parser, args.stage_2_weight)
+    if not (math.isfinite(args.align_weight) and args.align_weight >= 0):
+        parser.error(f"--align-weight {args.align_weight}: must be a number >= 0 (0: no alignment)")
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -515,7 +524,7 @@ def main() -> None:
                     pair_tokens[:, ~left_half].mean(1), right_bags[chosen]
                 )
         norm_penalty = (tokens.norm(dim=-1) / target_norm - 1).pow(2).mean()
-        loss = (loss_cls + loss_align) / len(TASKS) + 0.5 * norm_penalty
+        loss = (loss_cls + args.align_weight * loss_align) / len(TASKS) + 0.5 * norm_penalty
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*tower, *projector], 2.0)
