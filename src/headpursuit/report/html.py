@@ -416,7 +416,7 @@ def experiment_body(result: Any) -> str:
             here = [r for r in rows if (r["set"], r["k"], r["alpha"]) == (set_.name, k, alpha)]
             chosen = next((r for r in here if r["arm"] == "selected"), None)
             others = [(r["arm"], r["value"]) for r in here if r["arm"] != "selected"]
-            p = "–" if chosen is None else format_p(chosen["p"])
+            p = format_p(None if chosen is None else chosen["p"])
             figures.append(
                 svg.histogram(
                     _control_effects(result, k, alpha, set_.name),
