@@ -142,7 +142,7 @@ def test_control_values_are_the_controls_normalised_accuracies():
     assert result.control_values(3, -1.0, "target") == []  # no arm at k = 3
 
 
-def _vlm_script(name: str = "vlm_experiments"):
+def _script(name: str = "vlm_experiments"):
     import importlib.util
     import sys
     from pathlib import Path
@@ -157,7 +157,7 @@ def _vlm_script(name: str = "vlm_experiments"):
 
 
 def test_classify_bar_counts_the_controls_that_keep_accuracy():
-    script = _vlm_script("vlm_results")
+    script = _script("vlm_results")
     result = _planted(nontarget_selected=0.9)
     (row,) = script.classify_bar(result)
     assert row["selected"] == pytest.approx(0.3)
@@ -172,7 +172,7 @@ def test_classify_bar_counts_the_controls_that_keep_accuracy():
 def test_jaccard_bar_compares_means_and_names_the_most_overlapping_other_pair(tmp_path):
     import json
 
-    script = _vlm_script("vlm_results")
+    script = _script("vlm_results")
 
     def row(a: str, b: str, jaccard: float, similar: bool) -> dict:
         return {"k": 3, "a": a, "b": b, "jaccard": jaccard, "null_mean": 0.01, "p": 0.001,
@@ -209,7 +209,7 @@ def test_jaccard_bar_compares_means_and_names_the_most_overlapping_other_pair(tm
 def test_vlm_script_refuses_bad_options_before_any_work(
     option, value, named, hint, tmp_path, monkeypatch, capsys
 ):
-    script = _vlm_script()
+    script = _script()
     monkeypatch.setattr("sys.argv", ["vlm_experiments.py", "--out", str(tmp_path), option, value])
     with pytest.raises(SystemExit) as stop:
         script.main()
@@ -220,7 +220,7 @@ def test_vlm_script_refuses_bad_options_before_any_work(
 
 
 def test_caption_dev_rule_takes_the_best_retention_among_settings_that_cut_colours():
-    script = _vlm_script()
+    script = _script()
 
     def row(criterion, k, colour, retention):
         return {
@@ -244,7 +244,7 @@ def test_caption_dev_rule_takes_the_best_retention_among_settings_that_cut_colou
 
 
 def test_results_md_vlm_block_is_what_render_writes_from_the_shipped_artifacts():
-    script = _vlm_script("vlm_results")
+    script = _script("vlm_results")
     block = script.current_block()
     assert block, "docs/results.md has no VLM block"
     expected = f"{script.BEGIN}\n{script.render(script.ROOT / 'results' / 'vlm')}{script.END}"
@@ -252,7 +252,7 @@ def test_results_md_vlm_block_is_what_render_writes_from_the_shipped_artifacts()
 
 
 def test_results_md_is_what_qa_results_render_only_writes(tmp_path, monkeypatch):
-    script = _vlm_script("qa_results")
+    script = _script("qa_results")
     shipped = script.DOC.read_text()
     doc = tmp_path / "results.md"
     doc.write_text(shipped)  # main keeps the VLM block of the file it rewrites
@@ -263,7 +263,7 @@ def test_results_md_is_what_qa_results_render_only_writes(tmp_path, monkeypatch)
 
 
 def test_vlm_work_units_cover_every_part_once_and_leave_jaccard_for_last(tmp_path, monkeypatch):
-    script = _vlm_script()
+    script = _script()
     monkeypatch.setattr("sys.argv", ["vlm_experiments.py", "--out", str(tmp_path)])
     parser_args = {}
 
