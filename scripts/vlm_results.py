@@ -59,6 +59,12 @@ def _shown(path: Path) -> Path:
     return full.relative_to(ROOT) if full.is_relative_to(ROOT) else path
 
 
+def _artifact(out: Path, name: str) -> dict[str, Any] | None:
+    """The JSON artifact ``out/name`` (None when the grid has not written it)."""
+    path = out / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _num(value: float, digits: int = 2) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
@@ -203,10 +209,9 @@ def _caption_section(out: Path) -> list[str]:
 
 
 def _caption_dev_section(out: Path) -> list[str]:
-    path = out / "caption_dev.json"
-    if not path.is_file():
+    payload = _artifact(out, "caption_dev.json")
+    if payload is None:
         return []
-    payload = json.loads(path.read_text())
     rows = payload["rows"]
     ks = sorted({r["k"] for r in rows})
     lines = [
@@ -262,10 +267,9 @@ def _caption_dev_section(out: Path) -> list[str]:
 
 
 def _jaccard_section(out: Path) -> list[str]:
-    path = out / "jaccard.json"
-    if not path.is_file():
+    payload = _artifact(out, "jaccard.json")
+    if payload is None:
         return []
-    payload = json.loads(path.read_text())
     rows = payload["rows"]
     names = list(dict.fromkeys([r["a"] for r in rows] + [r["b"] for r in rows]))
     lines = [
@@ -302,10 +306,9 @@ def _jaccard_section(out: Path) -> list[str]:
 
 
 def _heldout_section(out: Path) -> list[str]:
-    path = out / "heldout.json"
-    if not path.is_file():
+    heldout = _artifact(out, "heldout.json")
+    if heldout is None:
         return []
-    heldout = json.loads(path.read_text())
     lines = [
         "### Held-out quality of the unmodified model",
         "",
@@ -414,9 +417,9 @@ def _bar_section(out: Path) -> list[str]:
             f"{_num(colour['value'])}, non-colour CIDEr retention {_num(kept['value'])}: "
             f"{'met' if met else 'not met'}"
         )
-    path = out / "jaccard.json"
-    if path.is_file():
-        rows = json.loads(path.read_text())["rows"]
+    jaccard = _artifact(out, "jaccard.json")
+    if jaccard is not None:
+        rows = jaccard["rows"]
         for k in sorted({r["k"] for r in rows}):
             similar = [r for r in rows if r["k"] == k and r["similar"]]
             other = [r for r in rows if r["k"] == k and not r["similar"]]
@@ -441,9 +444,9 @@ def _bar_section(out: Path) -> list[str]:
 
 def render(out: Path) -> str:
     """The markdown of the VLM results block from the artifacts in ``out`` (what is there)."""
-    recorded = out / "command.json"
-    if recorded.is_file():
-        command = "nice -n 10 .venv/bin/python " + json.loads(recorded.read_text())["command"]
+    recorded = _artifact(out, "command.json")
+    if recorded is not None:
+        command = "nice -n 10 .venv/bin/python " + recorded["command"]
     else:
         command = f"nice -n 10 .venv/bin/python scripts/vlm_experiments.py --out {_shown(out)}"
     lines = [
@@ -458,8 +461,9 @@ def render(out: Path) -> str:
         _classify_section,
         _caption_section,
         _caption_dev_section,
+        _jaccard_section,
     )
-    for section in (*sections, _jaccard_section):
+    for section in sections:
         part = section(out)
         if part:
             lines += ["", *part]
