@@ -219,6 +219,30 @@ def test_vlm_script_refuses_bad_options_before_any_work(
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "hint"),
+    [
+        ("--align-weight", "-1", "must be a number >= 0"),
+        ("--align-weight", "nan", "must be a number >= 0"),
+        ("--stage-2-weight", "fashon=2", "unknown task"),
+        ("--stage-2-weight", "fashion=x", "must be a number"),
+        ("--stage-2-weight", "fashion=0", "must be positive"),
+    ],
+)
+def test_training_script_refuses_bad_options_before_any_work(
+    option, value, hint, tmp_path, monkeypatch, capsys
+):
+    script = _script("train_tiny_vlm")
+    out = tmp_path / "weights"
+    monkeypatch.setattr("sys.argv", ["train_tiny_vlm.py", "--out", str(out), option, value])
+    with pytest.raises(SystemExit) as stop:
+        script.main()
+    assert stop.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert option in message and hint in message
+    assert not out.exists()  # refused before the model is built or anything is written
+
+
 def test_caption_dev_rule_takes_the_best_retention_among_settings_that_cut_colours():
     script = _script()
 
