@@ -1,8 +1,9 @@
 """Train the tiny VLM's vision tower + projector against the frozen SmolLM2-135M-Instruct.
 
 One command, CPU only (about 1 h 55 min on 2 idle cores: stage 1 17 min, stage 2 5.75 s per
-step, both measured; a full ``--no-bf16`` run took 1 h 17 min under torch 2.13 but missed the
-Fashion-MNIST target, 0.777, so it is not the shipped recipe; never run in CI)::
+step, both measured; two full ``--no-bf16`` runs took 1 h 7-17 min under torch 2.13 but
+missed the Fashion-MNIST target, 0.777 both times, so float32 is not the shipped recipe; see
+docs/vlm.md, Training; never run in CI)::
 
     nice -n 10 .venv/bin/python scripts/train_tiny_vlm.py
 
