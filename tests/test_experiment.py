@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from collections import Counter
 
 import numpy as np
@@ -265,6 +266,25 @@ def test_caption_dev_rule_takes_the_best_retention_among_settings_that_cut_colou
     assert script.choose_caption_setting(rows) == rows[3]
     assert script.choose_caption_setting(rows[:1]) is None
     assert script.choose_caption_setting([row("a", 2, 0.31, 1.0), rows[1]]) == rows[1]
+
+
+def test_dictionary_check_splits_whole_class_words_from_fragments(smollm):
+    """Hand-built: of " bag", "Sh", " boot" and "T", the whole class words are " bag" and
+    " boot" (from "Bag" and the word "boot" of "Ankle boot"); "Sh" and "T" are pieces."""
+    script = _script("vlm_dictionary_check")
+    tokenizer = smollm.tokenizer
+
+    def one(text: str) -> int:
+        (token,) = tokenizer(text, add_special_tokens=False).input_ids
+        return token
+
+    ids = [one(" bag"), one("Sh"), one(" boot"), one("T")]
+    whole, fragments = script.split_dictionary(tokenizer, ids, ["Bag", "Shirt", "Ankle boot"])
+    assert whole == [one(" bag"), one(" boot")]
+    assert fragments == [one("Sh"), one("T")]
+    letters = script.unused_letters(tokenizer, {"A", "B", "ank"})
+    expected = {s for c in string.ascii_uppercase[2:] for s in (c, " " + c)}
+    assert {tokenizer.decode([i]) for i in letters} == expected
 
 
 def test_results_md_vlm_block_is_what_render_writes_from_the_shipped_artifacts():
