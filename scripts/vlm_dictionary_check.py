@@ -101,10 +101,11 @@ def main() -> None:
             "unused capital letters": letters,
         }
         rows: dict[str, Any] = {}
-        reference = None  # the full dictionary's ranking, ranked first
+        reference = None  # the full dictionary's ranking (ranked first)
         for label, ids in dictionaries.items():
             ranking = rank_image_heads(loaded, activations, ids, concept=f"{name}: {label}")
-            reference = reference or ranking
+            if reference is None:
+                reference = ranking
             overlap = {k: jaccard(ranking.top(k), reference.top(k)) for k in KS}
             rows[label] = {
                 "tokens": [tokenizer.decode([i]) for i in ids],
