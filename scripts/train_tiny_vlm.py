@@ -2,8 +2,8 @@
 
 One command, CPU only (about 1 h 55 min on 2 idle cores: stage 1 17 min, stage 2 5.75 s per
 step, both measured; two full ``--no-bf16`` runs took 1 h 7-17 min under torch 2.13 but
-missed the Fashion-MNIST target, 0.777 both times, so float32 is not the shipped recipe; see
-docs/vlm.md, Training; never run in CI)::
+missed the Fashion-MNIST target, 0.777 both times; one with ``--steps-1 3500`` met every
+target but is not shipped yet; see docs/vlm.md, Training; never run in CI)::
 
     nice -n 10 .venv/bin/python scripts/train_tiny_vlm.py
 
