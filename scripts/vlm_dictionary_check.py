@@ -17,7 +17,6 @@ set's full dictionary, beside the overlap expected for two random head sets.
 from __future__ import annotations
 
 import argparse
-import json
 import string
 import sys
 from pathlib import Path
@@ -35,10 +34,14 @@ def split_dictionary(
     tokenizer: Any, token_ids: list[int], class_names: list[str]
 ) -> tuple[list[int], list[int]]:
     """Split a class-name dictionary into (whole-word tokens, fragments): a token is whole
-    when, stripped and lowercased, it is one of the class names or one of their words."""
-    words = {w.lower() for name in class_names for w in [name, *name.split()]}
-    whole = [i for i in token_ids if tokenizer.decode([i]).strip().lower() in words]
-    return whole, [i for i in token_ids if i not in set(whole)]
+    when, stripped and lowercased, it is one of the class names or one of their words (the
+    spellings ``concept_token_ids`` looks up)."""
+    from headpursuit.evaluation.vision.classify import name_and_words
+
+    words = {w.lower() for name in class_names for w in name_and_words(name)}
+    is_whole = [tokenizer.decode([i]).strip().lower() in words for i in token_ids]
+    whole = [i for i, keep in zip(token_ids, is_whole, strict=True) if keep]
+    return whole, [i for i, keep in zip(token_ids, is_whole, strict=True) if not keep]
 
 
 def unused_letters(tokenizer: Any, used: set[str]) -> list[int]:
@@ -62,6 +65,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.n_select < 1:
         parser.error(f"--n-select {args.n_select}: must be at least 1")
+    from headpursuit.errors import InputError
+    from headpursuit.io import check_writable, write_json
+
+    try:
+        check_writable(args.out, what="--out")
+    except InputError as error:
+        parser.error(str(error))
 
     import headpursuit as hp
     from headpursuit.evaluation.vision import data
@@ -70,26 +80,15 @@ def main() -> None:
         image_activations,
         rank_image_heads,
     )
-    from headpursuit.models.architectures import AttentionSites
     from headpursuit.ranking.controls import jaccard, random_jaccard
 
     loaded = hp.load_model("tiny-vlm")
     tokenizer = loaded.tokenizer
-    sites = AttentionSites(loaded.model)
-    n_heads = sites.n_layers * sites.n_heads
     names = {s: list(data.get_dataset(s).class_names) for s in SETS}
     full = {s: concept_token_ids(loaded, names[s], s) for s in SETS}
     used = {tokenizer.decode([i]).strip() for s in SETS for i in full[s]}
     letters = unused_letters(tokenizer, used)
-    report: dict[str, Any] = {
-        "n_select": args.n_select,
-        "null_mean": {k: fmean(random_jaccard(n_heads, k, k)) for k in KS},
-        "shared_tokens": sorted(
-            tokenizer.decode([i]) for i in set(full[SETS[0]]) & set(full[SETS[1]])
-        ),
-        "sets": {},
-    }
-    print(f"random head sets of k of {n_heads}: mean Jaccard {report['null_mean']}")
+    sets: dict[str, Any] = {}
     for name in SETS:
         print(f"Capturing {args.n_select} '{name}' selection images...", flush=True)
         activations = image_activations(loaded, data.load_split(name, "select", args.n_select))
@@ -114,9 +113,18 @@ def main() -> None:
             }
             shown = ", ".join(f"k={k} {v:.2f}" for k, v in overlap.items())
             print(f"{name} × {label} ({len(ids)} tokens): {' '.join(rows[label]['top'])}; {shown}")
-        report["sets"][name] = rows
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        sets[name] = rows
+    n_heads = reference.n_heads_total
+    null_mean = {k: fmean(random_jaccard(n_heads, k, k)) for k in KS}
+    print(f"random head sets of k of {n_heads}: mean Jaccard {null_mean}")
+    shared = set(full[SETS[0]]) & set(full[SETS[1]])
+    report = {
+        "n_select": args.n_select,
+        "null_mean": null_mean,
+        "shared_tokens": sorted(tokenizer.decode([i]) for i in shared),
+        "sets": sets,
+    }
+    write_json(args.out, report)
     print(f"wrote {args.out}")
 
 

@@ -130,11 +130,17 @@ def image_activations(
     )
 
 
+def name_and_words(name: str) -> list[str]:
+    """A class name followed by its words, without repeats: ``"Ankle boot"`` ->
+    ``["Ankle boot", "Ankle", "boot"]``, ``"Bag"`` -> ``["Bag"]``."""
+    return list(dict.fromkeys([name, *name.split()]))
+
+
 def concept_token_ids(loaded: LoadedModel, words: Sequence[str], concept: str) -> list[int]:
     """Unembedding rows of a list of names: every single-token spelling of each name and
-    of its words, or its first token when it has none
+    of its words (:func:`name_and_words`), or its first token when it has none
     (``concept_from_words(..., multi_token="first")``)."""
-    expanded = [w for name in words for w in dict.fromkeys([name, *name.split()])]
+    expanded = [w for name in words for w in name_and_words(name)]
     tokens = concept_from_words(loaded.tokenizer, expanded, name=concept, multi_token="first")
     return list(tokens.token_ids)
 
